@@ -1,0 +1,20 @@
+"""Every built-in part: kind -> short name -> ``"module:attribute"``.
+
+A static table, so that listing parts and resolving names imports nothing heavy; a target is
+imported only when its name is used. ``tests/test_builtins.py`` checks that each target imports
+and is of its kind's base type.
+"""
+
+from __future__ import annotations
+
+BUILTINS: dict[str, dict[str, str]] = {
+    "sde": {
+        "vp": "diffkit.sdes.vp:VPSDE",
+    },
+    "denoiser": {},
+    "sampler": {},
+    "loss": {},
+    "metric": {},
+    "datamodule": {},
+    "callback": {},
+}

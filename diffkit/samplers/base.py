@@ -1,0 +1,193 @@
+"""The sampler interface: stateless samplers with per-grid float64 plans and honest NFE.
+
+A sampler integrates the reverse family from ``t_max ~ T`` down to ``t_min`` on a decreasing
+float64 grid. Coefficients are computed once per (SDE, grid) in float64 by :meth:`Sampler.plan`
+and cached; :meth:`Sampler.sample` is a loop of tensor operations that calls the model and counts
+every call (NFE = model evaluations actually made).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from diffkit.prediction import Prediction, ScoreModel
+from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.time_grids import GridKind, time_grid
+
+__all__ = ["CountingModel", "SampleResult", "Sampler", "SamplerPlan"]
+
+
+@dataclass
+class SampleResult:
+    """``x``: samples in data space ``(B, *S)``; ``u``: final states ``(B, *state)``;
+    ``nfe``: model evaluations per sample; ``times``: the grid used (float64);
+    ``trajectory``: states after each step (``record_trajectory=True``), else ``None``;
+    ``seconds``: wall time of the sampling loop."""
+
+    x: Tensor
+    u: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: list[Tensor] | None = None
+    seconds: float = 0.0
+
+
+class CountingModel:
+    """Wraps a score model and counts its calls (``nfe``)."""
+
+    def __init__(self, model: ScoreModel) -> None:
+        self.model, self.nfe = model, 0
+
+    def __call__(self, u: Tensor, t: Tensor) -> Prediction:
+        self.nfe += 1
+        return self.model(u, t)
+
+
+@dataclass(frozen=True)
+class SamplerPlan:
+    """Per-(SDE, grid) precomputed coefficients: ``times`` ``(N + 1,)`` float64 and a dict of
+    float64 tensors or :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+
+    times: Tensor
+    coefs: dict[str, Any]
+
+
+class Sampler(abc.ABC):
+    """Base class of samplers.
+
+    Args:
+        steps: number of steps (grid intervals).
+        grid: time grid kind (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        t_min: truncation time (default: the SDE's ``t_min``).
+        t_max: start time (default: the SDE's ``T``).
+        denoise_final: end with a Tweedie denoising step at ``t_min`` (costs one NFE).
+        progress: show a progress bar over steps.
+    """
+
+    stochastic: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        steps: int = 50,
+        grid: GridKind = "quadratic",
+        t_min: float | None = None,
+        t_max: float | None = None,
+        denoise_final: bool = False,
+        progress: bool = False,
+    ) -> None:
+        if steps < 1:
+            raise ValueError(f"{type(self).__name__}.steps must be >= 1, got {steps}")
+        self.steps, self.grid, self.t_min, self.t_max = int(steps), grid, t_min, t_max
+        self.denoise_final, self.progress = bool(denoise_final), bool(progress)
+        self._plans: dict[tuple, SamplerPlan] = {}
+        # Hook for guidance: a function ScoreModel -> ScoreModel applied before sampling.
+        self.model_wrapper: Callable[[ScoreModel], ScoreModel] | None = None
+
+    # ------------------------------------------------------------------ interface
+    def check_sde(self, sde: LinearSDE) -> None:
+        """Raise ``ValueError`` when this sampler is undefined for ``sde`` (with what to use)."""
+
+    def times(self, sde: LinearSDE) -> Tensor:
+        return time_grid(sde, self.steps, self.grid, t_min=self.t_min, t_max=self.t_max)
+
+    def plan(self, sde: LinearSDE) -> SamplerPlan:
+        """The cached plan for ``sde`` (float64; keyed by the SDE object and the grid)."""
+        key = (id(sde), self.steps, self.grid, self.t_min, self.t_max)
+        if key not in self._plans:
+            self.check_sde(sde)
+            times = self.times(sde)
+            self._plans[key] = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
+        return self._plans[key]
+
+    def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
+        """Precompute per-step coefficients (float64) for ``times``."""
+        return {}
+
+    @abc.abstractmethod
+    def run(
+        self,
+        model: CountingModel,
+        sde: LinearSDE,
+        u: Tensor,
+        plan: SamplerPlan,
+        *,
+        generator: torch.Generator | None,
+        on_step: Callable[[int, Tensor], None],
+    ) -> Tensor:
+        """Integrate from ``plan.times[0]`` to ``plan.times[-1]``; return the final state."""
+
+    def expected_nfe(self) -> int:
+        """Model evaluations one call to :meth:`sample` makes."""
+        return self.steps + int(self.denoise_final)
+
+    # ------------------------------------------------------------------ driver
+    @torch.no_grad()
+    def sample(
+        self,
+        model: ScoreModel,
+        sde: LinearSDE,
+        shape: tuple[int, ...],
+        *,
+        generator: torch.Generator | None = None,
+        u_T: Tensor | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        record_trajectory: bool = False,
+        callback: Callable[[int, Tensor], None] | None = None,
+    ) -> SampleResult:
+        """Draw samples.
+
+        Args:
+            model: score model ``(u_t, t) -> Prediction``.
+            shape: ``(B, *data_shape)``.
+            generator: source of the prior draw and of every noise increment.
+            u_T: initial states ``(B, *state_shape)`` (default: drawn from the SDE's prior).
+            callback: called as ``callback(step_index, u)`` after each step.
+        """
+        t0 = time.perf_counter()
+        plan = self.plan(sde)
+        if u_T is None:
+            state = (shape[0], *sde.state_shape(tuple(shape[1:])))
+            u = sde.prior_sample(state, generator=generator, device=device, dtype=dtype)
+        else:
+            u = u_T.to(device=device or u_T.device)
+        wrapped = self.model_wrapper(model) if self.model_wrapper is not None else model
+        counting = CountingModel(wrapped)
+        trajectory: list[Tensor] | None = [u] if record_trajectory else None
+        bar = _progress(self.steps) if self.progress else None
+
+        def on_step(i: int, x: Tensor) -> None:
+            if trajectory is not None:
+                trajectory.append(x)
+            if callback is not None:
+                callback(i, x)
+            if bar is not None:
+                bar.update(1)
+
+        u = self.run(counting, sde, u, plan, generator=generator, on_step=on_step)
+        if self.denoise_final:
+            t = plan.times[-1].expand(u.shape[0]).to(u.device)
+            u = counting(u, t).x0().to(u.dtype)
+        if bar is not None:
+            bar.close()
+        return SampleResult(
+            x=sde.project(u),
+            u=u,
+            nfe=counting.nfe,
+            times=plan.times,
+            trajectory=trajectory,
+            seconds=time.perf_counter() - t0,
+        )
+
+
+def _progress(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sampling", leave=False)

@@ -1,0 +1,184 @@
+"""The linear-SDE interface shared by every forward process.
+
+``du = F(t) u dt + G(t) dW`` on ``[0, T]``, time 0 = data and T = noise, with the closed-form
+Gaussian kernel ``u_t | u_0 ~ N(Psi(t, 0) u_0, Sigma_t)`` [Song+21, 2011.13456; gDDIM,
+2206.05564]. Samplers, losses and metrics touch an SDE only through this interface and the
+:class:`~diffkit.sdes.operators.LinearOp` values it returns, so each works on every SDE.
+
+Shapes: data ``x`` is ``(B, *S)``; the state ``u`` is ``(B, *state_shape(S))`` (CLD: ``(B, 2, *S)``);
+time ``t`` is ``(B,)`` (or a 0-d tensor / float, broadcast). Every coefficient is computed in
+float64 whatever the model's dtype, and tables are non-persistent float64 buffers.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from diffkit.sdes.operators import LinearOp
+
+__all__ = ["GaussianKernel", "LinearSDE", "as_time"]
+
+
+def as_time(t: Tensor | float, *, device: torch.device | None = None) -> Tensor:
+    """Times as a float64 tensor of shape ``(N,)``."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    return t.reshape(-1).to(torch.float64)
+
+
+@dataclass(frozen=True)
+class GaussianKernel:
+    """``u_t | u_0 ~ N(mean_op u_0, cov)`` with a square root ``scale @ scale.T = cov``.
+
+    ``scale`` is the factor a network's eps is defined against (Cholesky by default).
+    """
+
+    mean_op: LinearOp  # Psi(t, 0)
+    cov: LinearOp  # Sigma_t
+    scale: LinearOp  # K_t with K K^T = Sigma_t
+
+
+class LinearSDE(nn.Module, abc.ABC):
+    """Base class of forward SDEs. Subclasses implement the abstract methods in closed form.
+
+    Attributes:
+        T: end time (noise).
+        t_min: default truncation time for sampling (training and likelihood may use less).
+        block: 1 for SDEs on the data itself, 2 for CLD's (position, velocity) state.
+        supports_v: whether the v-prediction target is defined (variance-preserving kernels).
+    """
+
+    T: float = 1.0
+    t_min: float = 1e-3
+    block: int = 1
+    supports_v: bool = False
+
+    # ----------------------------------------------------------------- shapes
+    def state_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one state for one datum of shape ``data_shape``."""
+        return tuple(data_shape) if self.block == 1 else (2, *data_shape)
+
+    def check_data_shape(self, data_shape: tuple[int, ...]) -> None:
+        """Raise ``ValueError`` naming the field when this SDE cannot act on such data."""
+
+    def lift(self, x0: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Data ``(B, *S)`` to an initial state ``(B, *state_shape)`` (CLD draws ``v_0``)."""
+        return x0
+
+    def project(self, u: Tensor) -> Tensor:
+        """State to data (CLD drops the velocity)."""
+        return u
+
+    # ----------------------------------------------------------------- operators
+    @abc.abstractmethod
+    def drift_op(self, t: Tensor | float) -> LinearOp:
+        """``F(t)``, one row per time."""
+
+    @abc.abstractmethod
+    def diffusion_op(self, t: Tensor | float) -> LinearOp:
+        """``G(t)``, one row per time."""
+
+    @abc.abstractmethod
+    def transition(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
+        """``Psi(t, s)``: the mean map from time ``s`` to time ``t`` (either order)."""
+
+    @abc.abstractmethod
+    def kernel(self, t: Tensor | float) -> GaussianKernel:
+        """The training kernel ``u_t | u_0`` (for CLD with HSM, conditioned on ``x_0`` only)."""
+
+    def conditional_cov(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
+        """``Sigma_{t|s}`` for ``s <= t``, by Chapman-Kolmogorov from the kernel at ``0``."""
+        psi = self.transition(t, s)
+        return self.kernel(t).cov - psi @ self.kernel(s).cov @ psi.T
+
+    # ----------------------------------------------------------------- sampling helpers
+    def perturb(
+        self, u0: Tensor, t: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Draw ``u_t = Psi(t,0) u0 + K_t eps``. ``u0``: ``(B, *state)``; ``t``: ``(B,)``."""
+        eps = torch.randn(u0.shape, generator=generator, device=u0.device, dtype=u0.dtype)
+        k = self.kernel(t)
+        return k.mean_op.apply(u0) + k.scale.apply(eps), eps
+
+    @abc.abstractmethod
+    def prior_cov(self) -> LinearOp:
+        """Covariance of the prior ``pi ~ p_T`` (zero mean), a single-row operator."""
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """``shape`` is ``(B, *state_shape)``."""
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype or torch.float32)
+        return self.prior_cov().cholesky().apply(z)
+
+    def prior_logp(self, u: Tensor) -> Tensor:
+        """Log-density of the prior at ``u``, ``(B,)``."""
+        cov = self.prior_cov()
+        white = cov.cholesky().solve(u.to(torch.float64))
+        d = white[0].numel()
+        data_shape = tuple(u.shape[1:]) if self.block == 1 else tuple(u.shape[2:])
+        logdet = cov.logdet(data_shape)
+        quad = white.reshape(u.shape[0], -1).pow(2).sum(-1)
+        return -0.5 * (quad + logdet + d * math.log(2 * math.pi))
+
+    def reverse_drift(self, u: Tensor, t: Tensor, score: Tensor, *, lam: float = 1.0) -> Tensor:
+        """Drift of the reverse family ``F u - (1 + lam^2)/2 G G^T score`` (lam = 0: PF-ODE)."""
+        g = self.diffusion_op(t)
+        return self.drift_op(t).apply(u) - 0.5 * (1.0 + lam**2) * (g @ g.T).apply(score)
+
+    # ----------------------------------------------------------------- noise levels
+    @abc.abstractmethod
+    def noise_level(self, t: Tensor | float) -> Tensor:
+        """A scalar, strictly increasing noise level ``rho(t)`` per time, ``(N,)`` float64.
+
+        For scalar SDEs ``rho = sigma_t / alpha_t`` (EDM's sigma, DEIS's rho); grids in
+        log-SNR and EDM's rho-spacing are defined through it.
+        """
+
+    def t_from_noise_level(self, rho: Tensor) -> Tensor:
+        """Inverse of :meth:`noise_level` (bisection in float64; subclasses may override)."""
+        rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
+        lo = torch.zeros_like(rho)
+        hi = torch.full_like(rho, float(self.T))
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            above = self.noise_level(mid) > rho
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+        return 0.5 * (lo + hi)
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        """``-2 log rho(t)``, ``(N,)`` float64."""
+        return -2.0 * self.noise_level(t).log()
+
+    def noise_condition(self, t: Tensor) -> Tensor:
+        """What a network is conditioned on (``c_noise``), ``(B,)``; default: ``t`` itself."""
+        return t
+
+    def check_time(self, t: Tensor | float, name: str = "t") -> None:
+        """Raise ``ValueError`` when any time lies outside ``[0, T]``."""
+        tt = as_time(t)
+        if tt.numel() and (tt.min() < 0 or tt.max() > self.T * (1 + 1e-12)):
+            raise ValueError(
+                f"{name} must lie in [0, T] = [0, {self.T}] for {type(self).__name__}; got values "
+                f"in [{tt.min().item():.4g}, {tt.max().item():.4g}]"
+            )
+
+    # ----------------------------------------------------------------- dtype policy
+    def _apply(self, fn, recurse: bool = True):  # keep float64 tables float64 under .to(dtype)
+        dtypes = {name: b.dtype for name, b in self.named_buffers(recurse=False)}
+        out = super()._apply(fn, recurse)
+        for name, dt in dtypes.items():
+            b = getattr(self, name)
+            if b is not None and b.dtype != dt:
+                setattr(self, name, b.to(dt))
+        return out

@@ -1,0 +1,13 @@
+"""Shared test configuration: offline W&B, few threads, no stray plugins."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
