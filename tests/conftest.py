@@ -8,6 +8,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(2)

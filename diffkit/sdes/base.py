@@ -5,7 +5,8 @@ Gaussian kernel ``u_t | u_0 ~ N(Psi(t, 0) u_0, Sigma_t)`` [Song+21, 2011.13456; 
 2206.05564]. Samplers, losses and metrics touch an SDE only through this interface and the
 :class:`~diffkit.sdes.operators.LinearOp` values it returns, so each works on every SDE.
 
-Shapes: data ``x`` is ``(B, *S)``; the state ``u`` is ``(B, *state_shape(S))`` (CLD: ``(B, 2, *S)``);
+Shapes: data ``x`` is ``(B, *S)``; the state ``u`` is ``(B, *state_shape(S))``
+(CLD: ``(B, 2, *S)``);
 time ``t`` is ``(B,)`` (or a 0-d tensor / float, broadcast). Every coefficient is computed in
 float64 whatever the model's dtype, and tables are non-persistent float64 buffers.
 """

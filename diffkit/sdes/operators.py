@@ -162,7 +162,7 @@ class LinearOp:
         return tuple(self.coef.shape[1:-2])
 
     @property
-    def T(self) -> LinearOp:  # noqa: N802 - matches torch's .T / .mT
+    def T(self) -> LinearOp:
         """Transpose (the basis is orthonormal, so only the blocks transpose)."""
         return LinearOp(self.coef.mT, self.basis)
 
