@@ -44,11 +44,11 @@ def time_grid(
         raise ValueError(f"need 0 <= t_min < t_max <= T={sde.T}, got t_min={t_min}, t_max={t_max}")
     i = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     if kind == "uniform":
-        return t_max + i * (t_min - t_max)
-    if kind == "quadratic":
+        t = t_max + i * (t_min - t_max)
+    elif kind == "quadratic":
         a, b = t_max ** (1 / power), t_min ** (1 / power)
-        return (a + i * (b - a)) ** power
-    if kind in ("log_snr", "edm"):
+        t = (a + i * (b - a)) ** power
+    elif kind in ("log_snr", "edm"):
         if t_min <= 0:
             raise ValueError(f"grid '{kind}' needs t_min > 0 (the noise level vanishes at t = 0)")
         lo, hi = sde.noise_level(t_min), sde.noise_level(t_max)
@@ -57,6 +57,7 @@ def time_grid(
         else:
             levels = (hi ** (1 / rho) + i * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
         t = sde.t_from_noise_level(levels)
-        t[0], t[-1] = t_max, t_min  # exact end points
-        return t
-    raise ValueError(f"unknown grid kind {kind!r}; choose one of {', '.join(GRID_KINDS)}")
+    else:
+        raise ValueError(f"unknown grid kind {kind!r}; choose one of {', '.join(GRID_KINDS)}")
+    t[0], t[-1] = t_max, t_min  # exact end points, whatever the rounding inside
+    return t
