@@ -181,15 +181,18 @@ class LinearOp:
         raise ValueError(f"cannot combine a {self.k}x{self.k}-block operator with k={k}")
 
     def _binary(self, other: LinearOp) -> tuple[Tensor, Tensor, Basis | None]:
+        basis = _same_basis(self.basis, other.basis)
         k = max(self.k, other.k)
         a, b = self._blocks(k), other._blocks(k)
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
         # Right-align mode shapes: (N, *M, k, k) vs (N', *M', k, k).
         da, db = a.dim(), b.dim()
         if da < db:
             a = a.reshape(a.shape[:1] + (1,) * (db - da) + a.shape[1:])
         elif db < da:
             b = b.reshape(b.shape[:1] + (1,) * (da - db) + b.shape[1:])
-        return a, b, _same_basis(self.basis, other.basis)
+        return a, b, basis
 
     def __matmul__(self, other: LinearOp) -> LinearOp:
         a, b, basis = self._binary(other)

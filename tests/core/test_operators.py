@@ -40,10 +40,12 @@ def test_algebra_matches_dense_matrices(which: int) -> None:
 
 
 def test_scalar_times_block_promotes_to_blocks() -> None:
-    s = LinearOp.scalar(torch.tensor([2.0]))
-    blk = LinearOp.block(torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]))
+    s = LinearOp.scalar(torch.tensor([2.0]))  # float64, like every SDE coefficient
+    blk = LinearOp.block(torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], dtype=torch.float64))
     torch.testing.assert_close((s @ blk).coef, 2 * blk.coef)
-    torch.testing.assert_close((blk + s).coef, blk.coef + 2 * torch.eye(2))
+    torch.testing.assert_close((blk + s).coef, blk.coef + 2 * torch.eye(2, dtype=torch.float64))
+    # Mixed precision promotes instead of failing.
+    assert (s @ LinearOp.block(blk.coef.float())).coef.dtype == torch.float64
 
 
 def test_rows_broadcast_against_the_batch() -> None:
@@ -57,12 +59,12 @@ def test_rows_broadcast_against_the_batch() -> None:
 
 def test_dct_basis_matches_scipy_and_is_orthonormal() -> None:
     basis = DCTBasis(5, 7)
-    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = scipy.fft.dctn(x.numpy(), type=2, norm="ortho", axes=(-2, -1))
     torch.testing.assert_close(basis.forward(x), torch.from_numpy(ref), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(basis.inverse(basis.forward(x)), x, rtol=1e-12, atol=1e-12)
     c = dct_matrix(6)
-    torch.testing.assert_close(c @ c.T, torch.eye(6), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c @ c.T, torch.eye(6, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 
 def test_mismatched_image_size_names_the_fix() -> None:
