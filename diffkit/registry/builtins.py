@@ -12,7 +12,10 @@ BUILTINS: dict[str, dict[str, str]] = {
         "vp": "diffkit.sdes.vp:VPSDE",
     },
     "denoiser": {},
-    "sampler": {},
+    "sampler": {
+        "euler_maruyama": "diffkit.samplers.euler_maruyama:EulerMaruyama",
+        "ddim": "diffkit.samplers.ddim:DDIM",
+    },
     "loss": {},
     "metric": {},
     "datamodule": {},

@@ -19,9 +19,39 @@ from torch import Tensor
 
 from diffkit.prediction import Prediction, ScoreModel
 from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import GridKind, time_grid
 
-__all__ = ["CountingModel", "SampleResult", "Sampler", "SamplerPlan"]
+__all__ = [
+    "CountingModel",
+    "SampleResult",
+    "Sampler",
+    "SamplerPlan",
+    "cast_op",
+    "require_full_score",
+    "step_time",
+]
+
+
+def require_full_score(pred: Prediction, sampler: str) -> None:
+    """Raise ``ValueError`` when ``pred`` carries only CLD's velocity score (HSM models)."""
+    if pred.velocity_only:
+        raise ValueError(
+            f"sampler '{sampler}' needs the full score (an eps for position and velocity), but "
+            "this model predicts only the velocity score (CLD hybrid score matching); sample it "
+            "with 'euler_maruyama', 'heun' or 'pc', which use only G G^T score, or train with "
+            "the 'dsm' loss"
+        )
+
+
+def cast_op(op: LinearOp, like: Tensor) -> LinearOp:
+    """``op`` with its coefficients cast once to ``like``'s dtype and device (loop use)."""
+    return LinearOp(op.coef.to(device=like.device, dtype=like.dtype), op.basis)
+
+
+def step_time(times: Tensor, i: int, like: Tensor) -> Tensor:
+    """Grid time ``times[i]`` as a float64 ``(B,)`` tensor on ``like``'s device."""
+    return times[i].to(like.device).expand(like.shape[0])
 
 
 @dataclass
