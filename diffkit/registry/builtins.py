@@ -11,12 +11,16 @@ BUILTINS: dict[str, dict[str, str]] = {
     "sde": {
         "vp": "diffkit.sdes.vp:VPSDE",
     },
-    "denoiser": {},
+    "denoiser": {
+        "resnet": "diffkit.denoisers.resnet:ResNetMLP",
+    },
     "sampler": {
         "euler_maruyama": "diffkit.samplers.euler_maruyama:EulerMaruyama",
         "ddim": "diffkit.samplers.ddim:DDIM",
     },
-    "loss": {},
+    "loss": {
+        "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",
+    },
     "metric": {},
     "datamodule": {},
     "callback": {},

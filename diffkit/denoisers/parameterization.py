@@ -1,0 +1,199 @@
+"""Turn a raw denoiser network into a score model (losses.md §2, §5; DESIGN.md §3).
+
+:class:`Parameterization` wraps ``net(u, c_noise, cond)`` and a
+:class:`~diffkit.sdes.base.LinearSDE` into ``model(u_t, t, cond=None) -> Prediction``:
+
+1. the kernel at ``t`` is evaluated in float64;
+2. the network input is ``c_in u_t`` (``input_scaling``), with ``c_in`` the inverse square
+   root of the diagonal of ``sigma_data^2 Psi Psi^T + Sigma_t`` (the marginal variance of
+   data with per-coordinate variance ``sigma_data^2``), cast to the network's dtype; for
+   scalar kernels ``c_in = 1 / sqrt(sigma_data^2 alpha^2 + sigma^2)``, EDM's ``c_in`` in
+   sigma-space [EDM, 2206.00364, Table 1];
+3. ``c_noise = sde.noise_condition(t)`` (or ``log(rho) / 4`` under EDM preconditioning);
+4. the raw output is returned as a :class:`~diffkit.prediction.Prediction` in ``target``.
+
+Options:
+
+* ``preconditioning="edm"`` (scalar kernels only): ``D(x~; rho) = c_skip x~ + c_out F(c_in x~;
+  c_noise)`` with ``x~ = u_t / alpha`` and ``rho = sigma / alpha``, ``c_skip = s_d^2 / (rho^2 +
+  s_d^2)``, ``c_out = rho s_d / sqrt(rho^2 + s_d^2)``, ``c_in = 1 / sqrt(rho^2 + s_d^2)``,
+  ``c_noise = ln(rho) / 4``; the prediction is ``x0 = D``.
+* ``velocity_only=True`` (CLD hybrid score matching): the network outputs only the velocity half
+  ``(B, *data_shape)``, read as the velocity noise ``eps_v`` (``target="eps"``, CLD-SGM's
+  ``reweightedv2`` parameterisation ``s_v = -l_t eps_v``) or as the velocity score ``s_v``
+  (``target="score"``). It is placed into a full-state score ``(0, s_v)`` whose position half
+  is zero; the Prediction is flagged ``velocity_only`` so that conversions needing the position
+  half refuse. With the Cholesky factor ``K = L_t``,
+  ``s_v = -[K^{-T} (0, eps_v)]_v = -eps_v / L_vv``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from diffkit.denoisers.base import Denoiser
+from diffkit.prediction import TARGETS, Prediction, Target, broadcast_time
+from diffkit.sdes.base import GaussianKernel, LinearSDE
+from diffkit.sdes.operators import LinearOp
+
+__all__ = ["Parameterization", "Preconditioning"]
+
+Preconditioning = Literal["none", "edm"]
+
+
+def kernel_is_scalar(kernel: GaussianKernel) -> bool:
+    """Whether ``u_t = alpha u_0 + sigma eps`` with scalar ``alpha``, ``sigma`` per time."""
+    return kernel.mean_op.is_scalar and kernel.scale.is_scalar
+
+
+def scalar_alpha_sigma(kernel: GaussianKernel) -> tuple[Tensor, Tensor]:
+    """``(alpha, sigma)``, each ``(N,)`` float64, of a scalar kernel."""
+    return kernel.mean_op.coef[:, 0, 0], kernel.scale.coef[:, 0, 0]
+
+
+def marginal_input_scale(kernel: GaussianKernel, sigma_data: float) -> LinearOp:
+    """``c_in``: inverse square root of ``diag(sigma_data^2 Psi Psi^T + Sigma)`` per block."""
+    psi = kernel.mean_op
+    var = (psi @ psi.T) * (sigma_data**2) + kernel.cov
+    c = var.coef
+    if var.k == 1:
+        return LinearOp(c.clamp_min(1e-30).rsqrt(), var.basis)
+    diag = torch.diagonal(c, dim1=-2, dim2=-1).clamp_min(1e-30).rsqrt()
+    return LinearOp(torch.diag_embed(diag), var.basis)
+
+
+class Parameterization(nn.Module):
+    """A score model built from a raw network.
+
+    Args:
+        sde: the forward SDE (its kernel defines every conversion).
+        net: the raw network ``net(u, c_noise, cond)``.
+        target: what the network output is (``eps`` | ``x0`` | ``v`` | ``score``).
+        velocity_only: the network outputs only the velocity half (CLD HSM); ``target`` must be
+            ``eps`` or ``score``.
+        preconditioning: ``none`` or ``edm`` (scalar SDEs; requires ``target="x0"``).
+        input_scaling: multiply the network input by ``c_in`` (see the module docstring).
+        sigma_data: data standard deviation assumed by ``c_in`` and EDM preconditioning.
+    """
+
+    def __init__(
+        self,
+        sde: LinearSDE,
+        net: Denoiser,
+        target: Target = "eps",
+        *,
+        velocity_only: bool = False,
+        preconditioning: Preconditioning = "none",
+        input_scaling: bool = True,
+        sigma_data: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"Parameterization.target must be one of {TARGETS}, got {target!r}")
+        if preconditioning not in ("none", "edm"):
+            raise ValueError(
+                f"Parameterization.preconditioning must be 'none' or 'edm', got {preconditioning!r}"
+            )
+        if sigma_data <= 0:
+            raise ValueError(f"Parameterization.sigma_data must be > 0, got {sigma_data}")
+        probe = sde.kernel(torch.tensor([0.5 * sde.T], dtype=torch.float64))
+        if target == "v" and not getattr(sde, "supports_v", False):
+            raise ValueError(
+                f"target 'v' is defined only for variance-preserving scalar SDEs; "
+                f"{type(sde).__name__} has supports_v=False: use target 'eps' or 'x0'"
+            )
+        if velocity_only:
+            if sde.block != 2:
+                raise ValueError(
+                    f"velocity_only=True needs a CLD-type SDE with (x, v) states (block = 2); "
+                    f"{type(sde).__name__} has block = {sde.block}: set velocity_only=False"
+                )
+            if target not in ("eps", "score"):
+                raise ValueError(
+                    f"velocity_only=True supports target 'eps' (velocity noise) or 'score' "
+                    f"(velocity score), got {target!r}"
+                )
+        if preconditioning == "edm":
+            if not kernel_is_scalar(probe):
+                raise ValueError(
+                    f"preconditioning='edm' needs a scalar kernel (vp, ve); "
+                    f"{type(sde).__name__} has an operator-valued kernel: "
+                    "use preconditioning='none'"
+                )
+            if target != "x0" or velocity_only:
+                raise ValueError(
+                    f"preconditioning='edm' predicts x0 (D = c_skip x + c_out F): set target='x0', "
+                    f"got target={target!r}"
+                )
+        self.sde = sde
+        self.net = net
+        self.target: Target = target
+        self.velocity_only = bool(velocity_only)
+        self.preconditioning: Preconditioning = preconditioning
+        self.input_scaling = bool(input_scaling)
+        self.sigma_data = float(sigma_data)
+
+    def net_dtype(self) -> torch.dtype:
+        for p in self.net.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def forward(self, u_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
+        """``u_t``: ``(B, *state)``; ``t``: ``(B,)`` (or a number) -> :class:`Prediction`."""
+        b = u_t.shape[0]
+        t = broadcast_time(t, b, u_t.device)
+        kernel = self.sde.kernel(t)
+        dtype = self.net_dtype()
+        if self.preconditioning == "edm":
+            return self._edm(u_t, t, kernel, cond, dtype)
+        x_in = u_t
+        if self.input_scaling:
+            x_in = marginal_input_scale(kernel, self.sigma_data).apply(u_t.to(torch.float64))
+        c_noise = self.sde.noise_condition(t).to(device=u_t.device, dtype=dtype)
+        raw = self.net(x_in.to(dtype), c_noise, cond)
+        if self.velocity_only:
+            raw = self._velocity_to_score(raw, u_t, kernel)
+            return Prediction(u_t, t, raw, kernel, "score", velocity_only=True)
+        if raw.shape != u_t.shape:
+            raise ValueError(
+                f"the denoiser returned shape {tuple(raw.shape)} for states {tuple(u_t.shape)}; "
+                "its spec.output_shape must equal the state shape for a full-state target"
+            )
+        return Prediction(u_t, t, raw, kernel, self.target)
+
+    def _velocity_to_score(self, raw: Tensor, u_t: Tensor, kernel: GaussianKernel) -> Tensor:
+        if raw.shape != u_t[:, 1].shape:
+            raise ValueError(
+                f"a velocity-only denoiser must return the velocity half {tuple(u_t[:, 1].shape)}, "
+                f"got {tuple(raw.shape)}; set spec.output_shape to the data shape"
+            )
+        full = torch.stack([torch.zeros_like(raw), raw], dim=1)
+        if self.target == "score":
+            return full
+        score = -kernel.scale.T.solve(full)
+        return torch.stack([torch.zeros_like(raw), score[:, 1]], dim=1)
+
+    def _edm(
+        self,
+        u_t: Tensor,
+        t: Tensor,
+        kernel: GaussianKernel,
+        cond: Tensor | None,
+        dtype: torch.dtype,
+    ) -> Prediction:
+        alpha, sigma = scalar_alpha_sigma(kernel)
+        rho = sigma / alpha
+        sd2 = self.sigma_data**2
+        shape = (-1,) + (1,) * (u_t.dim() - 1)
+        c_skip = (sd2 / (rho**2 + sd2)).reshape(shape)
+        c_out = (rho * self.sigma_data / (rho**2 + sd2).sqrt()).reshape(shape)
+        c_in = (1.0 / (rho**2 + sd2).sqrt()).reshape(shape)
+        c_noise = (0.25 * rho.log()).to(device=u_t.device, dtype=dtype)
+        x_tilde = u_t.to(torch.float64) / alpha.reshape(shape)
+        f = self.net((c_in * x_tilde).to(dtype), c_noise, cond)
+        d = c_skip.to(dtype) * x_tilde.to(dtype) + c_out.to(dtype) * f
+        return Prediction(u_t, t, d.to(u_t.dtype), kernel, "x0")
