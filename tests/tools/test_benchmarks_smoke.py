@@ -1,0 +1,71 @@
+"""Smoke test of the benchmark tools: each runs with ``--quick`` and writes valid JSON + Markdown.
+
+No timing assertions: the tools' numbers depend on the machine. The checks are that the report
+files exist, parse, carry the machine facts, and that the rows hold finite measurements (or an
+explicit error naming a part that has not landed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / "tools"
+
+
+def _run(tool: str, out: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(TOOLS / f"{tool}.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((out / f"{tool}.json").read_text())
+    md = (out / f"{tool}.md").read_text()
+    assert report["benchmark"] == tool
+    machine = report["machine"]
+    for key in ("cpu_model", "cpu_count", "date_utc", "versions"):
+        assert machine[key], key
+    assert machine["versions"]["torch"]
+    assert md.startswith("## ") and "| " in md and machine["cpu_model"] in md
+    assert report["rows"], "no rows"
+    return report
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_bench_startup_quick(tmp_path: Path) -> None:
+    report = _run("bench_startup", tmp_path)
+    rows = {r["command"]: r for r in report["rows"]}
+    assert _finite(rows["import diffkit"]["median_s"])
+    assert isinstance(report["heavy_modules"]["import diffkit"], list)
+
+
+@pytest.mark.slow
+def test_bench_sampling_quick(tmp_path: Path) -> None:
+    report = _run("bench_sampling", tmp_path)
+    ok = [r for r in report["rows"] if "error" not in r]
+    assert ok, report["rows"]
+    for r in ok:
+        assert r["diffkit_nfe"] == r["nfe"]
+        assert _finite(r["diffkit_sps"]) and _finite(r["bare_sps"])
+        assert r["max_abs_diff_vs_bare"] < 1e-2  # the bare loop does the same computation
+
+
+@pytest.mark.slow
+def test_bench_training_quick(tmp_path: Path) -> None:
+    report = _run("bench_training", tmp_path)
+    ok = [r for r in report["rows"] if "error" not in r]
+    assert {r["impl"] for r in ok} >= {"bare", "bare+dkloss"}, report["rows"]
+    for r in ok:
+        assert _finite(r["steps_per_s"]) and _finite(r["peak_rss_mb"])
