@@ -10,6 +10,7 @@ from __future__ import annotations
 BUILTINS: dict[str, dict[str, str]] = {
     "sde": {
         "vp": "diffkit.sdes.vp:VPSDE",
+        "cld": "diffkit.sdes.cld:CLDSDE",
     },
     "denoiser": {
         "resnet": "diffkit.denoisers.resnet:ResNetMLP",
