@@ -1,0 +1,44 @@
+"""Alias classes: how short names reach jsonargparse and LightningCLI.
+
+Each kind has a public module ``diffkit.aliases.<kind>s`` whose PEP 562 ``__getattr__`` returns
+:meth:`Registry.alias`, a class made by ``jsonargparse.class_from_function`` inside that module.
+So ``class_path: diffkit.aliases.sdes.vp`` (what saved configs record) resolves in a fresh
+process without anything materialised, and after :func:`materialize_all` the aliases are real
+subclasses of each base, which jsonargparse's subclass-name lookup finds for bare short names
+(``sde: vp``, ``--model.sde=vp``, ``{class_path: ddim, init_args: {...}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from diffkit.registry.errors import RegistryError
+from diffkit.registry.registry import LoadFailure
+
+__all__ = ["materialize_all", "resolve_alias"]
+
+
+def resolve_alias(kind: str, name: str, building: set[str]) -> type:
+    """Body of the alias modules' ``__getattr__`` (raises ``AttributeError`` for misses)."""
+    if name.startswith("_") or name in building:
+        raise AttributeError(name)
+    from diffkit.registry.kinds import REGISTRIES
+
+    try:
+        return REGISTRIES[kind].alias(name)
+    except RegistryError as exc:
+        raise AttributeError(str(exc)) from exc
+
+
+def materialize_all(kinds: Iterable[str] | None = None) -> list[LoadFailure]:
+    """Create every alias of every kind (or of ``kinds``); call before building a parser.
+
+    Returns:
+        The failures (broken, wrong-kind or ambiguous names); other names are unaffected.
+    """
+    from diffkit.registry.kinds import REGISTRIES
+
+    out: list[LoadFailure] = []
+    for kind in kinds if kinds is not None else REGISTRIES:
+        out += REGISTRIES[kind].materialize_aliases()
+    return out
