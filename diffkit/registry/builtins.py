@@ -23,6 +23,16 @@ BUILTINS: dict[str, dict[str, str]] = {
         "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",
     },
     "metric": {},
-    "datamodule": {},
-    "callback": {},
+    "datamodule": {
+        "toy2d": "diffkit.data.toy2d:Toy2DDataModule",
+        "digits": "diffkit.data.images:DigitsDataModule",
+        "mnist": "diffkit.data.images:MNISTDataModule",
+        "fashion_mnist": "diffkit.data.images:FashionMNISTDataModule",
+        "cifar10": "diffkit.data.images:CIFAR10DataModule",
+        "image_folder": "diffkit.data.images:ImageFolderDataModule",
+    },
+    "callback": {
+        "ema": "diffkit.callbacks.ema:EMA",
+        "sample_grid": "diffkit.callbacks.sample_grid:SampleGrid",
+    },
 }
