@@ -22,7 +22,15 @@ BUILTINS: dict[str, dict[str, str]] = {
     "loss": {
         "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",
     },
-    "metric": {},
+    "metric": {
+        "w2": "diffkit.metrics.wasserstein:W2",
+        "sinkhorn": "diffkit.metrics.wasserstein:Sinkhorn",
+        "gaussian_w2": "diffkit.metrics.gaussian_w2:GaussianW2",
+        "mmd": "diffkit.metrics.mmd:MMD",
+        "fid": "diffkit.metrics.fid:FID",
+        "kid": "diffkit.metrics.fid:KID",
+        "nll": "diffkit.metrics.nll:NLL",
+    },
     "datamodule": {
         "toy2d": "diffkit.data.toy2d:Toy2DDataModule",
         "digits": "diffkit.data.images:DigitsDataModule",
