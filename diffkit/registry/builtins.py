@@ -18,6 +18,10 @@ BUILTINS: dict[str, dict[str, str]] = {
     "sampler": {
         "euler_maruyama": "diffkit.samplers.euler_maruyama:EulerMaruyama",
         "ddim": "diffkit.samplers.ddim:DDIM",
+        "heun": "diffkit.samplers.heun:Heun",
+        "deis": "diffkit.samplers.deis:DEIS",
+        "gddim": "diffkit.samplers.gddim:GDDIM",
+        "pc": "diffkit.samplers.pc:PredictorCorrector",
     },
     "loss": {
         "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",

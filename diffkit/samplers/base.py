@@ -119,6 +119,15 @@ class Sampler(abc.ABC):
         self._plans: dict[tuple, SamplerPlan] = {}
         # Hook for guidance: a function ScoreModel -> ScoreModel applied before sampling.
         self.model_wrapper: Callable[[ScoreModel], ScoreModel] | None = None
+        # Hook for exact (generator-free) variance propagation in tests and benchmarks: a
+        # function u -> z replacing the N(0, I) draws (called once per noise draw, in order).
+        self.noise_source: Callable[[Tensor], Tensor] | None = None
+
+    def noise(self, u: Tensor, generator: torch.Generator | None) -> Tensor:
+        """A standard normal draw shaped like ``u`` (or ``noise_source(u)`` when set)."""
+        if self.noise_source is not None:
+            return self.noise_source(u)
+        return torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
 
     # ------------------------------------------------------------------ interface
     def check_sde(self, sde: LinearSDE) -> None:
@@ -153,8 +162,9 @@ class Sampler(abc.ABC):
     ) -> Tensor:
         """Integrate from ``plan.times[0]`` to ``plan.times[-1]``; return the final state."""
 
-    def expected_nfe(self) -> int:
-        """Model evaluations one call to :meth:`sample` makes."""
+    def expected_nfe(self, sde: LinearSDE | None = None) -> int:
+        """Model evaluations one call to :meth:`sample` makes (``sde`` resolves defaults such as
+        ``t_min`` where the count depends on them)."""
         return self.steps + int(self.denoise_final)
 
     # ------------------------------------------------------------------ driver

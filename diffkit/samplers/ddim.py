@@ -121,7 +121,7 @@ class DDIM(Sampler):
             eps = pred.eps().to(u.dtype)
             u = ops["A"][i].apply(u) + ops["B"][i].apply(eps)
             if "C" in ops:
-                z = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+                z = self.noise(u, generator)
                 u = u + ops["C"][i].apply(z)
             on_step(i, u)
         return u

@@ -76,7 +76,7 @@ class EulerMaruyama(Sampler):
             drift = F[i].apply(u) - a * GG[i].apply(score)
             u = u - h * drift
             if self.lam > 0:
-                z = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+                z = self.noise(u, generator)
                 u = u + (self.lam * math.sqrt(h)) * G[i].apply(z)
             on_step(i, u)
         return u

@@ -7,6 +7,7 @@ Data ``N(0, C)`` with ``C`` a one-row :class:`LinearOp` in the SDE's basis has m
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import Tensor
 
 from diffkit.prediction import Prediction
@@ -33,3 +34,12 @@ class GaussianScore:
 @pytest.fixture
 def gaussian_score() -> type[GaussianScore]:
     return GaussianScore
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Sampler loops are many tiny tensor ops: intra-op threads only add spin-wait overhead."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,127 @@
+"""Operator-valued exponential-integrator coefficients with Lagrange-extrapolated eps.
+
+For a step ``t -> s`` on a decreasing grid and eps values at the current and ``q`` earlier
+(larger-t) grid points ``t_{i}, t_{i-1}, ..., t_{i-q}`` (grid index here increases towards
+data) [DEIS, 2204.13902; gDDIM, 2206.05564 (thesis eqs. 6.13-6.15, 7.19); samplers.md §7-8]::
+
+    u_s = Psi(s, t) u_t + sum_j C_j eps_{i-j},
+    C_j = int_t^s 1/2 Psi(s, tau) G G^T K_tau^{-T} l_j(tau) dtau,
+
+with ``l_j`` the Lagrange basis on the nodes in the interpolation variable (``t`` for tAB,
+``rho(t)`` for rhoAB). ``C_j`` is computed once per (SDE, grid) in float64 by Gauss-Legendre
+quadrature on the operators' coefficient tensors, so one code path serves scalar, spectral and
+2x2-block SDEs. The quadrature runs in ``y = sqrt(tau)``: the integrand behaves like
+``tau^{-1/2}`` near ``tau = 0`` (``K_tau^{-1} ~ sigma_tau^{-1}``), and is smooth in ``y``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffkit.samplers.factors import FactorKind, noise_factor
+from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.operators import LinearOp
+
+__all__ = ["Variant", "exponential_coefficients", "lagrange_basis"]
+
+Variant = Literal["tab", "rhoab"]
+
+
+def lagrange_basis(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
+    """Lagrange basis polynomials.
+
+    Args:
+        x: evaluation points ``(S, Q)``.
+        nodes: ``(S, r + 1)`` nodes; only the first ``count[s]`` are used for row ``s``.
+        count: ``(S,)`` number of nodes per row (1 .. r + 1).
+
+    Returns:
+        ``(S, Q, r + 1)``; column ``j >= count`` is zero.
+    """
+    r1 = nodes.shape[1]
+    out = []
+    for j in range(r1):
+        lj = torch.ones_like(x)
+        for k in range(r1):
+            if k == j:
+                continue
+            use = (k < count)[:, None]
+            den = (nodes[:, j] - nodes[:, k])[:, None]
+            den = torch.where(use, den, torch.ones_like(den))
+            term = (x - nodes[:, k : k + 1]) / den
+            lj = lj * torch.where(use, term, torch.ones_like(term))
+        out.append(torch.where((j < count)[:, None], lj, torch.zeros_like(lj)))
+    return torch.stack(out, -1)
+
+
+def exponential_coefficients(
+    sde: LinearSDE,
+    times: Tensor,
+    order: int,
+    *,
+    variant: Variant = "tab",
+    factor: FactorKind = "kernel",
+    nodes: int = 48,
+    chunk: int = 64,
+) -> dict[str, LinearOp | list[LinearOp] | list[int]]:
+    """Coefficients of the multistep exponential integrator on ``times`` (float64).
+
+    Args:
+        times: decreasing grid ``(N + 1,)``.
+        order: polynomial degree ``r`` (``r + 1`` eps values; order 0 = DDIM / gDDIM step).
+        variant: interpolation variable, ``tab`` (time) or ``rhoab`` (noise level rho).
+        factor: eps convention (``kernel``: the kernel's scale; ``R``: gDDIM's factor).
+        nodes: Gauss-Legendre nodes per step.
+        chunk: steps integrated at once (bounds memory for per-frequency SDEs).
+
+    Returns:
+        ``{"A": Psi(s, t) (N rows), "C": [C_0 .. C_r] (N rows each), "q": [q_i]}`` with
+        ``q_i = min(r, i)`` the number of earlier values used at step ``i`` (lower order at
+        the first steps, no extra NFE).
+    """
+    if order < 0:
+        raise ValueError(f"order must be >= 0, got {order}")
+    times = times.to(torch.float64)
+    n = len(times) - 1
+    t, s = times[:-1], times[1:]
+    q = torch.clamp(torch.arange(n), max=order)
+    # Nodes: the grid points t_i, t_{i-1}, ..., t_{i-r} (clamped index; unused ones masked).
+    idx = (torch.arange(n)[:, None] - torch.arange(order + 1)[None, :]).clamp_min(0)
+    var = _interp_variable(sde, variant)
+    node_x = var(times)[idx]  # (N, r + 1)
+    gx, gw = np.polynomial.legendre.leggauss(nodes)
+    gx, gw = torch.from_numpy(gx), torch.from_numpy(gw)
+    cs: list[list[Tensor]] = [[] for _ in range(order + 1)]
+    basis = None
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        ya, yb = s[a:b].sqrt(), t[a:b].sqrt()  # integrate over y = sqrt(tau) in [ya, yb]
+        y = 0.5 * (yb - ya)[:, None] * gx[None, :] + 0.5 * (yb + ya)[:, None]
+        tau = y**2
+        # int_t^s 1/2 f dtau = -1/2 int f(y^2) 2y dy = -1/2 sum_k gw_k (yb - ya) y_k f(y_k^2)
+        w = -0.5 * gw[None, :] * (yb - ya)[:, None] * y
+        ell = lagrange_basis(var(tau.reshape(-1)).reshape(tau.shape), node_x[a:b], q[a:b] + 1)
+        srep = s[a:b, None].expand_as(tau).reshape(-1)
+        flat = tau.reshape(-1)
+        g = sde.diffusion_op(flat)
+        integrand = sde.transition(srep, flat) @ (g @ g.T) @ noise_factor(sde, flat, factor).inv().T
+        coef, basis = integrand.coef, integrand.basis
+        coef = coef.expand(len(flat), *coef.shape[1:]).reshape(b - a, nodes, *coef.shape[1:])
+        extra = coef.dim() - 2
+        for j in range(order + 1):
+            wj = (w * ell[..., j]).reshape(b - a, nodes, *([1] * extra))
+            cs[j].append((coef * wj).sum(1))
+    c_ops = [LinearOp(torch.cat(c), basis) for c in cs]
+    return {"A": sde.transition(s, t), "C": c_ops, "q": q.tolist()}
+
+
+def _interp_variable(sde: LinearSDE, variant: Variant):
+    if variant == "tab":
+        return lambda x: x
+    if variant == "rhoab":
+        return sde.noise_level
+    raise ValueError(f"variant must be 'tab' or 'rhoab', got {variant!r}")
