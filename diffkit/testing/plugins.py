@@ -14,6 +14,7 @@ fixture: add ``pytest_plugins = ["diffkit.testing.plugins"]`` to their ``conftes
 
 from __future__ import annotations
 
+import gc
 import importlib
 import re
 import sys
@@ -104,6 +105,7 @@ def remove_distribution(root: Path | str) -> None:
             del sys.modules[mod_name]
     importlib.invalidate_caches()
     reset_plugin_state()
+    gc.collect()  # let the plugin's classes leave their bases' __subclasses__()
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ def test_not_a_subclass_is_broken(fake_plugin, plugin_sdes) -> None:
         },
         modules={"fakeplug.sdes": plugin_sdes},
     )
-    with pytest.raises(WrongKindError, match="not a subclass of diffkit.sdes.base.LinearSDE"):
+    with pytest.raises(WrongKindError, match=r"not a subclass of diffkit\.sdes\.base\.LinearSDE"):
         SDES.get("fake_notsde")
     with pytest.raises(WrongKindError, match="returns <class 'int'>"):
         SDES.get("fake_int")
@@ -204,9 +204,9 @@ def test_full_class_paths() -> None:
     assert SDES.get("diffkit.sdes.vp:VPSDE") is VPSDE
     assert SDES.get("diffkit.sdes.vp.VPSDE") is VPSDE
     assert issubclass(SDES.get("diffkit.aliases.sdes.vp"), VPSDE)
-    with pytest.raises(UnknownNameError, match="Cannot import sde 'diffkit.sdes.vp:Nope'"):
+    with pytest.raises(UnknownNameError, match=r"Cannot import sde 'diffkit\.sdes\.vp:Nope'"):
         SDES.get("diffkit.sdes.vp:Nope")
-    with pytest.raises(UnknownNameError, match="Cannot import sde 'nowhere_pkg.mod.X'"):
+    with pytest.raises(UnknownNameError, match=r"Cannot import sde 'nowhere_pkg\.mod\.X'"):
         SDES.get("nowhere_pkg.mod.X")
     with pytest.raises(WrongKindError, match="not a subclass"):
         SDES.get("collections:OrderedDict")
