@@ -193,7 +193,7 @@ class DenoisingScoreMatching(Loss):
             importance = False
         u0 = sde.lift(x0, generator=generator)
         u_t, eps = sde.perturb(u0, t, generator=generator)
-        pred: Prediction = model(u_t, t, cond)
+        pred: Prediction = model(u_t, t) if cond is None else model(u_t, t, cond)
         loss = self.per_sample(sde, pred, u0, eps, importance=importance)
         return LossOutput(loss=loss, t=t)
 

@@ -14,6 +14,10 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "denoiser": {
         "resnet": "diffkit.denoisers.resnet:ResNetMLP",
+        "unet": "diffkit.denoisers.unet:UNet",
+        "unet_cifar10": "diffkit.denoisers.unet:unet_cifar10",
+        "unet_small": "diffkit.denoisers.unet:unet_small",
+        "tensor_train": "diffkit.denoisers.tensor_train:TensorTrain",
     },
     "sampler": {
         "euler_maruyama": "diffkit.samplers.euler_maruyama:EulerMaruyama",
@@ -25,6 +29,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "loss": {
         "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",
+        "hsm": "diffkit.losses.hsm:HybridScoreMatching",
     },
     "metric": {
         "w2": "diffkit.metrics.wasserstein:W2",
