@@ -51,5 +51,6 @@ BUILTINS: dict[str, dict[str, str]] = {
     "callback": {
         "ema": "diffkit.callbacks.ema:EMA",
         "sample_grid": "diffkit.callbacks.sample_grid:SampleGrid",
+        "evaluation": "diffkit.callbacks.evaluation:MetricEvaluation",
     },
 }
