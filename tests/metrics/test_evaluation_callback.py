@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +34,7 @@ def test_shard_bounds_cover_everything_once() -> None:
     for n, world in [(10, 3), (101, 2), (5, 5)]:
         parts = [shard_bounds(n, r, world) for r in range(world)]
         assert parts[0][0] == 0 and parts[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
 
 
 @pytest.mark.slow
@@ -82,6 +83,7 @@ def test_callback_logs_metrics_with_sample_counts(tmp_path: Path) -> None:
     w2.update(x, ref)
     assert abs(w2.compute()["value"].item() - logged["eval/w2"]) < 1e-6
 
-    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
     keys = set().union(*(r.keys() for r in rows))
     assert {"eval/w2", "eval/w2_n", "eval/nll", "eval/nll_n"} <= keys
