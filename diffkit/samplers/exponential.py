@@ -58,6 +58,31 @@ def lagrange_basis(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
     return torch.stack(out, -1)
 
 
+def lagrange_derivative(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
+    """Derivatives of :func:`lagrange_basis` (same shapes)."""
+    r1 = nodes.shape[1]
+    out = []
+    for j in range(r1):
+        dj = torch.zeros_like(x)
+        for m in range(r1):
+            if m == j:
+                continue
+            use_m = (m < count)[:, None]
+            den_m = (nodes[:, j] - nodes[:, m])[:, None]
+            term = 1.0 / torch.where(use_m, den_m, torch.ones_like(den_m))
+            for k in range(r1):
+                if k in (j, m):
+                    continue
+                use = (k < count)[:, None]
+                den = (nodes[:, j] - nodes[:, k])[:, None]
+                den = torch.where(use, den, torch.ones_like(den))
+                f = (x - nodes[:, k : k + 1]) / den
+                term = term * torch.where(use, f, torch.ones_like(f))
+            dj = dj + torch.where(use_m, term, torch.zeros_like(term))
+        out.append(torch.where((j < count)[:, None], dj, torch.zeros_like(dj)))
+    return torch.stack(out, -1)
+
+
 def exponential_coefficients(
     sde: LinearSDE,
     times: Tensor,
@@ -97,26 +122,97 @@ def exponential_coefficients(
     gx, gw = torch.from_numpy(gx), torch.from_numpy(gw)
     cs: list[list[Tensor]] = [[] for _ in range(order + 1)]
     basis = None
+    by_parts = sde.block == 1
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        ya, yb = s[a:b].sqrt(), t[a:b].sqrt()  # integrate over y = sqrt(tau) in [ya, yb]
-        y = 0.5 * (yb - ya)[:, None] * gx[None, :] + 0.5 * (yb + ya)[:, None]
-        tau = y**2
-        # int_t^s 1/2 f dtau = -1/2 int f(y^2) 2y dy = -1/2 sum_k gw_k (yb - ya) y_k f(y_k^2)
-        w = -0.5 * gw[None, :] * (yb - ya)[:, None] * y
-        ell = lagrange_basis(var(tau.reshape(-1)).reshape(tau.shape), node_x[a:b], q[a:b] + 1)
-        srep = s[a:b, None].expand_as(tau).reshape(-1)
-        flat = tau.reshape(-1)
-        g = sde.diffusion_op(flat)
-        integrand = sde.transition(srep, flat) @ (g @ g.T) @ noise_factor(sde, flat, factor).inv().T
-        coef, basis = integrand.coef, integrand.basis
-        coef = coef.expand(len(flat), *coef.shape[1:]).reshape(b - a, nodes, *coef.shape[1:])
-        extra = coef.dim() - 2
+        if by_parts:
+            parts, basis = _by_parts_chunk(
+                sde, t[a:b], s[a:b], node_x[a:b], q[a:b], var, variant, gx, gw
+            )
+        else:
+            parts, basis = _direct_chunk(
+                sde, t[a:b], s[a:b], node_x[a:b], q[a:b], var, factor, gx, gw
+            )
         for j in range(order + 1):
-            wj = (w * ell[..., j]).reshape(b - a, nodes, *([1] * extra))
-            cs[j].append((coef * wj).sum(1))
+            cs[j].append(parts[j])
     c_ops = [LinearOp(torch.cat(c), basis) for c in cs]
     return {"A": sde.transition(s, t), "C": c_ops, "q": q.tolist()}
+
+
+def _direct_chunk(sde, t, s, node_x, q, var, factor, gx, gw) -> tuple[list[Tensor], object]:
+    """``C_j = int_t^s 1/2 Psi(s,tau) G G^T K^{-T} l_j dtau`` by Gauss-Legendre in sqrt(tau)."""
+    m, nodes = len(t), len(gx)
+    ya, yb = s.sqrt(), t.sqrt()
+    y = 0.5 * (yb - ya)[:, None] * gx[None, :] + 0.5 * (yb + ya)[:, None]
+    tau = y**2
+    # int_t^s 1/2 f dtau = -1/2 int f(y^2) 2y dy = -1/2 sum_k gw_k (yb - ya) y_k f(y_k^2)
+    w = -0.5 * gw[None, :] * (yb - ya)[:, None] * y
+    ell = lagrange_basis(var(tau.reshape(-1)).reshape(tau.shape), node_x, q + 1)
+    flat = tau.reshape(-1)
+    srep = s[:, None].expand_as(tau).reshape(-1)
+    g = sde.diffusion_op(flat)
+    integrand = sde.transition(srep, flat) @ (g @ g.T) @ noise_factor(sde, flat, factor).inv().T
+    coef = integrand.coef
+    coef = coef.expand(len(flat), *coef.shape[1:]).reshape(m, nodes, *coef.shape[1:])
+    extra = coef.dim() - 2
+    out = []
+    for j in range(node_x.shape[1]):
+        wj = (w * ell[..., j]).reshape(m, nodes, *([1] * extra))
+        out.append((coef * wj).sum(1))
+    return out, integrand.basis
+
+
+def _by_parts_chunk(sde, t, s, node_x, q, var, variant, gx, gw) -> tuple[list[Tensor], object]:
+    """The same coefficients for 1x1 blocks, where the factor is ``R_t = Sigma_t^{1/2}`` and
+    ``d/dtau [Psi(s,tau) R_tau] = 1/2 Psi G G^T R^{-T}`` (samplers.md §8, by parts)::
+
+        C_j = R_s l_j(s) - Psi(s,t) R_t [j = 0] + int_s^t Psi(s,tau) R_tau l_j'(tau) dtau
+
+    The order-0 part is then exact, and the integral (in ``sqrt(tau)`` for tAB, in ``rho`` for
+    rhoAB, where ``Psi(s,tau) R_tau = alpha_s rho`` on scalar SDEs) is smooth and small.
+    """
+    m, nodes = len(t), len(gx)
+    r_s, r_t = noise_factor(sde, s, "R"), noise_factor(sde, t, "R")
+    psi = sde.transition(s, t)
+    ell_s = lagrange_basis(var(s)[:, None], node_x, q + 1)[:, 0, :]  # (m, r + 1)
+    if variant == "tab":
+        ya, yb = s.sqrt(), t.sqrt()
+        y = 0.5 * (yb - ya)[:, None] * gx[None, :] + 0.5 * (yb + ya)[:, None]
+        tau = y**2
+        w = gw[None, :] * (yb - ya)[:, None] * y  # dtau = 2y dy, dy = (yb - ya)/2 dx
+        dell = lagrange_derivative(tau, node_x, q + 1)
+    else:
+        xa, xb = var(s), var(t)
+        x = 0.5 * (xb - xa)[:, None] * gx[None, :] + 0.5 * (xb + xa)[:, None]
+        tau = sde.t_from_noise_level(x.reshape(-1)).reshape(x.shape).clamp(0.0, sde.T)
+        w = 0.5 * gw[None, :] * (xb - xa)[:, None]
+        dell = lagrange_derivative(x, node_x, q + 1)
+    flat = tau.reshape(-1)
+    srep = s[:, None].expand_as(tau).reshape(-1)
+    integrand = sde.transition(srep, flat) @ noise_factor(sde, flat, "R")
+    coef = integrand.coef
+    coef = coef.expand(len(flat), *coef.shape[1:]).reshape(m, nodes, *coef.shape[1:])
+    extra = coef.dim() - 2
+    rs_op = LinearOp(r_s.coef.expand(m, *r_s.coef.shape[1:]), r_s.basis)
+    head = psi @ r_t
+    out = []
+    for j in range(node_x.shape[1]):
+        wj = (w * dell[..., j]).reshape(m, nodes, *([1] * extra))
+        integral = LinearOp((coef * wj).sum(1), integrand.basis)
+        cj = rs_op * ell_s[:, j] + integral
+        if j == 0:
+            cj = cj - head
+        out.append(cj)
+    basis = out[0].basis
+    return [c.coef for c in _aligned(out)], basis
+
+
+def _aligned(ops: list[LinearOp]) -> list[LinearOp]:
+    """Bring operators to one coefficient shape (adding zero operators right-aligns modes)."""
+    zero = ops[0] * 0.0
+    for op in ops[1:]:
+        zero = zero + op * 0.0
+    return [op + zero for op in ops]
 
 
 def _interp_variable(sde: LinearSDE, variant: Variant):

@@ -71,9 +71,9 @@ def stochastic_gddim_coefficients(
         closed_form = sde.block == 1
     if closed_form:
         r_s = noise_factor(sde, s, "R")
-        fwd = sde.transition(t, s).coef
-        ratio = r_s.coef / r_t.coef
-        psihat = LinearOp(fwd**lam2 * ratio ** (1 + lam2), r_t.basis if r_t.basis else psi.basis)
+        fwd = sde.transition(t, s)
+        ratio = LinearOp((r_s.coef / r_t.coef) ** (1 + lam2), r_t.basis)
+        psihat = LinearOp(fwd.coef**lam2, fwd.basis) @ ratio  # 1x1 blocks: products
     else:
         psihat = _integrate_psihat(sde, t, s, 0.5 * (1 + lam2), substeps)
     p = cov_s - psihat @ cov_t @ psihat.T

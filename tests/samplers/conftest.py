@@ -12,23 +12,34 @@ from torch import Tensor
 
 from diffkit.prediction import Prediction
 from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.exact import point_kernel
 from diffkit.sdes.operators import LinearOp
 
 
 class GaussianScore:
-    """Exact score model of centred Gaussian data with state covariance ``cov``."""
+    """Exact score model of Gaussian data ``N(mean, cov)`` in state space.
 
-    def __init__(self, sde: LinearSDE, cov: LinearOp) -> None:
-        self.sde, self.cov = sde, cov
+    Marginals use the kernel from a point mass in the full state (``point_kernel``), so for CLD
+    ``cov`` includes the initial velocity variance. The returned Prediction carries the SDE's
+    training kernel (what eps is defined against).
+    """
+
+    def __init__(self, sde: LinearSDE, cov: LinearOp, mean: Tensor | None = None) -> None:
+        self.sde, self.cov, self.mean = sde, cov, mean
 
     def marginal_cov(self, t: Tensor) -> LinearOp:
-        k = self.sde.kernel(t)
+        k = point_kernel(self.sde, t)
         return k.mean_op @ self.cov @ k.mean_op.T + k.cov
 
+    def marginal_mean(self, t: Tensor) -> Tensor | None:
+        if self.mean is None:
+            return None
+        return point_kernel(self.sde, t).mean_op.apply(self.mean)
+
     def __call__(self, u: Tensor, t: Tensor) -> Prediction:
-        k = self.sde.kernel(t)
-        score = -self.marginal_cov(t).solve(u)
-        return Prediction(u, t, score, k, "score")
+        m = self.marginal_mean(t)
+        score = -self.marginal_cov(t).solve(u if m is None else u - m.to(u.dtype))
+        return Prediction(u, t, score, self.sde.kernel(t), "score")
 
 
 @pytest.fixture
