@@ -83,6 +83,11 @@ class DenoisingScoreMatching(Loss):
         min_snr_gamma: ``gamma`` of ``min_snr`` (5 in MinSNR, 2303.09556).
         p_mean: mean of ``ln rho`` for ``log_normal`` time sampling (EDM: -1.2).
         p_std: standard deviation of ``ln rho`` (EDM: 1.2).
+        preconditioning: ``none`` or ``edm``: the module wraps the network with EDM's
+            ``c_skip, c_out, c_in, c_noise`` (scalar SDEs, ``target="x0"``; ``sigma_data`` is
+            shared). EDM's recipe is ``target=x0, weighting=edm, time_sampling=log_normal,
+            preconditioning=edm``; its effective objective is an unweighted MSE on the raw
+            network output (``lambda c_out^2 = 1``).
     """
 
     def __init__(
@@ -96,8 +101,18 @@ class DenoisingScoreMatching(Loss):
         min_snr_gamma: float = 5.0,
         p_mean: float = -1.2,
         p_std: float = 1.2,
+        preconditioning: Literal["none", "edm"] = "none",
     ) -> None:
         super().__init__()
+        if preconditioning not in ("none", "edm"):
+            raise ValueError(
+                f"dsm.preconditioning must be 'none' or 'edm', got {preconditioning!r}"
+            )
+        if preconditioning == "edm" and target != "x0":
+            raise ValueError(
+                "dsm.preconditioning='edm' wraps the network as a denoiser D = c_skip x + c_out F: "
+                f"set target='x0' (got target={target!r})"
+            )
         if target not in TARGETS:
             raise ValueError(f"dsm.target must be one of {TARGETS}, got {target!r}")
         if weighting not in WEIGHTINGS:
@@ -127,6 +142,7 @@ class DenoisingScoreMatching(Loss):
         self.sigma_data = float(sigma_data)
         self.min_snr_gamma = float(min_snr_gamma)
         self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.preconditioning = preconditioning
         self._checked: set[int] = set()
 
     # ------------------------------------------------------------------ validation
@@ -140,6 +156,11 @@ class DenoisingScoreMatching(Loss):
             raise ValueError(
                 f"dsm.target='v' is defined only for variance-preserving scalar kernels "
                 f"(alpha^2 + sigma^2 = 1, e.g. vp); {name} is not: use target 'eps' or 'x0'"
+            )
+        if self.preconditioning == "edm" and not scalar:
+            raise ValueError(
+                f"dsm.preconditioning='edm' needs a scalar kernel (vp, ve); {name} has an "
+                "operator-valued kernel: use preconditioning='none'"
             )
         if self.time_sampling == "importance" and not scalar:
             raise ValueError(

@@ -47,7 +47,7 @@ def irreducible(target: str, sde, t: float) -> float:
 def test_irreducible_loss_and_stationarity(target: str, t: float) -> None:
     sde = VPSDE()
     gen = torch.Generator().manual_seed(1)
-    n, d = 40000, 3
+    n, d = 16000, 2
     x0 = torch.randn(n, d, generator=gen, dtype=torch.float64) * S2**0.5
     loss = DenoisingScoreMatching(target=target)
     tt = torch.full((n,), t, dtype=torch.float64)
@@ -183,3 +183,39 @@ def test_training_step_vp(target: str) -> None:
     out.loss.mean().backward()
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_edm_recipe_is_unweighted_mse_on_raw_output() -> None:
+    """EDM: lambda(sigma) c_out^2 = 1, so the loss is ||F - (x0 - c_skip x~) / c_out||^2."""
+    from diffkit.denoisers.base import Denoiser
+
+    class Linear(Denoiser):
+        def __init__(self, spec):
+            super().__init__(spec)
+            self.lin = torch.nn.Linear(3, 3).double()
+            self.last = None
+
+        def forward(self, u, c_noise, cond=None):
+            self.last = self.lin(u) + c_noise[:, None]
+            return self.last
+
+    sde = VPSDE()
+    net = Linear(DenoiserSpec((3,), (3,), (3,)))
+    model = Parameterization(sde, net, "x0", preconditioning="edm", sigma_data=0.5)
+    loss = DenoisingScoreMatching(
+        target="x0", weighting="edm", time_sampling="log_normal", preconditioning="edm"
+    )
+    gen = torch.Generator().manual_seed(5)
+    x0 = torch.randn(256, 3, generator=gen, dtype=torch.float64)
+    t = loss.sample_time(sde, 256, gen, "cpu")
+    u_t, eps = sde.perturb(x0, t, generator=gen)
+    pred = model(u_t, t)
+    per = loss.per_sample(sde, pred, x0, eps)
+    a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
+    rho = s / a
+    c_skip = 0.25 / (rho**2 + 0.25)
+    c_out = rho * 0.5 / (rho**2 + 0.25).sqrt()
+    f_target = (x0 - c_skip * u_t / a) / c_out
+    torch.testing.assert_close(per, (net.last - f_target).square().mean(-1), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="target='x0'"):
+        DenoisingScoreMatching(preconditioning="edm")
