@@ -11,6 +11,8 @@ BUILTINS: dict[str, dict[str, str]] = {
     "sde": {
         "vp": "diffkit.sdes.vp:VPSDE",
         "cld": "diffkit.sdes.cld:CLDSDE",
+        "ve": "diffkit.sdes.ve:VESDE",
+        "blur": "diffkit.sdes.blur:BlurSDE",
     },
     "denoiser": {
         "resnet": "diffkit.denoisers.resnet:ResNetMLP",

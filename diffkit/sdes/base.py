@@ -176,10 +176,15 @@ class LinearSDE(nn.Module, abc.ABC):
 
     # ----------------------------------------------------------------- dtype policy
     def _apply(self, fn, recurse: bool = True):  # keep float64 tables float64 under .to(dtype)
-        dtypes = {name: b.dtype for name, b in self.named_buffers(recurse=False)}
+        # Remember the original float64 buffers: converting to float32 and back would round them.
+        keep = {
+            name: b
+            for name, b in self.named_buffers(recurse=False)
+            if b is not None and b.dtype == torch.float64
+        }
         out = super()._apply(fn, recurse)
-        for name, dt in dtypes.items():
-            b = getattr(self, name)
-            if b is not None and b.dtype != dt:
-                setattr(self, name, b.to(dt))
+        for name, old in keep.items():
+            new = getattr(self, name)
+            if new is not None and new.dtype != torch.float64:
+                setattr(self, name, old.to(device=new.device))
         return out
