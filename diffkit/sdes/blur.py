@@ -171,6 +171,7 @@ class BlurSDE(LinearSDE):
         return self._diag((self._log_a(t)[0] - self._log_a(s)[0]).exp())
 
     def kernel(self, t: Tensor | float) -> GaussianKernel:
+        self.check_time(t)
         sig2 = self.log_alpha_sigma(t)[1]
         return GaussianKernel(
             mean_op=self._diag(self._log_a(t)[0].exp()),

@@ -179,6 +179,7 @@ class CLDSDE(LinearSDE):
         self, t: Tensor | float, var_x: Tensor | float, var_v: Tensor | float
     ) -> GaussianKernel:
         """Kernel from independent initial variances ``(a, c)``, plus ``numerical_eps`` on both."""
+        self.check_time(t)
         eps = self.numerical_eps
         cov = LinearOp.block(self.covariance(t, var_x + eps, var_v + eps))
         return GaussianKernel(mean_op=self.transition(t, 0.0), cov=cov, scale=cov.cholesky())

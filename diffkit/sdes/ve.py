@@ -111,6 +111,7 @@ class VESDE(LinearSDE):
         return LinearOp.scalar(torch.ones_like(t))
 
     def kernel(self, t: Tensor | float) -> GaussianKernel:
+        self.check_time(t)
         var = self.kernel_var(t)
         return GaussianKernel(
             mean_op=LinearOp.scalar(torch.ones_like(var)),

@@ -152,6 +152,7 @@ class VPSDE(LinearSDE):
         return LinearOp.scalar((self.log_alpha(t) - self.log_alpha(s)).exp())
 
     def kernel(self, t: Tensor | float) -> GaussianKernel:
+        self.check_time(t)
         sigma = self.sigma(t)
         return GaussianKernel(
             mean_op=LinearOp.scalar(self.alpha(t)),
