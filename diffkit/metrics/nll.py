@@ -226,8 +226,10 @@ class NLL(SampleMetric):
     """Bits per dimension of held-out data under the PF-ODE of the model (``update(data)``).
 
     Bind the SDE and score model with :meth:`bind` before updating (the evaluation callback does
-    it). Result: ``value`` (mean bpd), ``n`` (data points), ``nats`` (mean NLL per datum, of
-    the continuous density of the dequantised data), ``nfe`` (mean NFE per solve).
+    it). Any :class:`LinearSDE`; for CLD (``block = 2``) the reported value is the variational
+    bound of :meth:`_initial_state`. Result: ``value`` (mean bpd), ``n`` (data points),
+    ``nats`` (mean NLL per datum, of the continuous density of the dequantised data), ``nfe``
+    (mean NFE per solve), ``bpd_sem`` (standard error of the mean bpd).
 
     Args:
         divergence: ``exact`` (D VJPs per evaluation), ``hutchinson``, or ``auto`` (exact when
@@ -309,18 +311,13 @@ class NLL(SampleMetric):
         if self.sde is None or self.model is None:
             raise ValueError("NLL: call bind(sde, model) before update (the callback does it)")
         sde = self.sde
-        if sde.block != 1:
-            raise ValueError(
-                f"NLL: {type(sde).__name__} has an auxiliary state (block={sde.block}); the "
-                "CLD likelihood bound is not implemented, evaluate NLL with a data-space SDE"
-            )
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         g = torch.Generator().manual_seed(self.seed + 1_000_003 * rank + 7919 * self._calls)
         self._calls += 1
         x = data.detach().to(torch.float64)
         if self.dequantize == "uniform":
             x = dequantize_uniform(x, bits=self.bits, data_range=self.data_range, generator=g)
-        u0 = sde.lift(x, generator=g)
+        u0, log_q = self._initial_state(x, g)
         dim = math.prod(u0.shape[1:])
         div = self.divergence
         if div == "auto":
@@ -338,11 +335,36 @@ class NLL(SampleMetric):
             eps=self.eps,
             generator=g,
         )
+        logp = res.logp - log_q  # block 2: one-sample estimate of the CLD lower bound
         d = math.prod(x.shape[1:])
-        self.nats.append(-res.logp)
-        self.bpd.append(-res.logp / (d * math.log(2.0)) + self.offset_bits)
+        self.nats.append(-logp)
+        self.bpd.append(-logp / (d * math.log(2.0)) + self.offset_bits)
         self.nfe_total += res.nfe
         self.solves += 1
+
+    def _initial_state(self, x: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The state at ``eps`` and ``log q(v_0)`` (0 for data-space SDEs), ``(B,)``.
+
+        For an augmented state (CLD, ``block = 2``) the velocity is auxiliary: ``v_0`` is drawn
+        from ``q = N(0, velocity_variance I)`` and ``log p(x) >= E_q[log p(x, v) - log q(v)]``
+        [CLD, 2112.07068], whose one-sample estimate is reported (an upper bound on the NLL
+        in expectation; ``-E log q`` is CLD-SGM's ``d/2 log(2 pi e gamma M)``).
+        """
+        sde = self.sde
+        if sde.block == 1:
+            return sde.lift(x, generator=g), torch.zeros(x.shape[0], dtype=torch.float64)
+        var = float(getattr(sde, "velocity_variance", 0.0))
+        if not var > 0:
+            raise ValueError(
+                f"NLL: {type(sde).__name__} has an auxiliary velocity (block=2) but no positive "
+                "velocity_variance (CLD: set gamma > 0); the likelihood bound needs v_0 ~ "
+                "N(0, velocity_variance I)"
+            )
+        v0 = math.sqrt(var) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        d = math.prod(x.shape[1:])
+        sq = v0.reshape(x.shape[0], -1).pow(2).sum(-1)
+        log_q = -0.5 * (sq / var + d * math.log(2 * math.pi * var))
+        return torch.stack([x, v0.to(x.device)], 1), log_q.to(x.device)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"value": mean bpd, "n", "nats", "nfe", "bpd_sem"}``."""

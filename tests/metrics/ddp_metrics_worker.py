@@ -1,8 +1,9 @@
 """Run every metric on a contiguous shard of fixed data in a gloo process group.
 
-Usage: ``python ddp_metrics_worker.py RANK WORLD PORT OUT``; rank 0 saves ``{name: result}`` to
-``OUT``. With ``WORLD = 1`` it runs in-process (see :func:`run_metrics`). Used by
-``test_metrics_ddp.py``: every metric must give the same value on 2 ranks as on 1.
+:func:`run_rank` (forked by the test, or ``python ddp_metrics_worker.py RANK WORLD PORT OUT``):
+rank 0 saves ``{name: result}`` to ``OUT``; :func:`run_metrics` with ``world = 1`` runs
+in-process. Used by ``test_metrics_ddp.py``: every metric must give the same value on 2 ranks
+as on 1.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def run_metrics(rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-def main() -> None:
-    rank, world, port, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def run_rank(rank: int, world: int, port: str, path: str) -> None:
+    """One rank: join the gloo group, run the metrics, rank 0 saves the results to ``path``."""
     torch.set_num_threads(1)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = port
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_rank(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
