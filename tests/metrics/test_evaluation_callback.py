@@ -87,3 +87,46 @@ def test_callback_logs_metrics_with_sample_counts(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     keys = set().union(*(r.keys() for r in rows))
     assert {"eval/w2", "eval/w2_n", "eval/nll", "eval/nll_n"} <= keys
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_callback_under_ddp_fork_gathers_the_shards(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    from diffkit.data.toy2d import Toy2DDataModule
+
+    torch.manual_seed(0)
+    dm = Toy2DDataModule("moons", num_train=128, num_val=32, num_test=32, batch_size=32)
+    module = _module()
+    callback = MetricEvaluation(
+        [W2()], every_n_epochs=0, num_samples=30, num_reference=26, seed=5, batch_size=8
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_fork",  # like ddp_spawn, without re-importing in the children
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=CSVLogger(str(tmp_path)),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        row = next(r for r in csv.DictReader(f) if r.get("eval/w2"))
+    assert float(row["eval/w2_n"]) == 30 and float(row["eval/w2_n_reference"]) == 26
+
+    # ddp_fork (like ddp_spawn) copies the trained weights back: redo each shard by hand
+    shards = []
+    for rank, (lo, hi) in enumerate([shard_bounds(30, r, 2) for r in range(2)]):
+        g = torch.Generator().manual_seed(5 + 7919 * (rank + 1))
+        sizes = [min(8, hi - s) for s in range(lo, hi, 8)]
+        shards += [module.sample(n, generator=g).x for n in sizes]
+    ref = dm.reference_samples(26, generator=torch.Generator().manual_seed(6))
+    w2 = W2()
+    w2.update(torch.cat(shards), ref)
+    assert abs(w2.compute()["value"].item() - float(row["eval/w2"])) < 1e-5
