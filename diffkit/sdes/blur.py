@@ -194,9 +194,14 @@ class BlurSDE(LinearSDE):
         log_alpha, sig2, _, _ = self.log_alpha_sigma(t)
         if self.schedule == "hoogeboom":
             return sig2.sqrt() / log_alpha.exp()
+        # sqrt(ab0 sig2 / abar) - sqrt(1 - ab0) = (ab0 - abar) / abar / (sum of the roots),
+        # with ab0 - abar = sin(arg - arg0) sin(arg + arg0): no cancellation near t = 0.
         ab0 = self._alpha_bar0()
         abar = (2.0 * log_alpha).exp()
-        return (ab0 * sig2 / abar).sqrt() - math.sqrt(1.0 - ab0)
+        c = 0.5 * math.pi / (1.0 + 2 * _GDDIM_SHIFT)
+        arg, arg0 = (as_time(t) + _GDDIM_SHIFT) * c, _GDDIM_SHIFT * c
+        diff = torch.sin(arg - arg0) * torch.sin(arg + arg0)
+        return diff / abar / ((ab0 * sig2 / abar).sqrt() + math.sqrt(1.0 - ab0))
 
     def t_from_noise_level(self, rho: Tensor) -> Tensor:
         rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
