@@ -94,7 +94,10 @@ def _lyapunov(
 
     d = a0.shape[0]
 
+    window = [-math.inf, math.inf]  # coefficients are read strictly inside a segment
+
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        t = min(max(t, window[0]), window[1])
         f = _dense(sde.drift_op(t), data_shape)
         g = _dense(sde.diffusion_op(t), data_shape)
         a, s = y[: d * d].reshape(d, d), y[d * d :].reshape(d, d)
@@ -107,6 +110,9 @@ def _lyapunov(
         stops = sorted({b for b in breakpoints if t_cur < b < t_end} | {t_end})
         for stop in stops:
             if stop > t_cur:
+                if breakpoints:  # one-sided limits at jumps of piecewise coefficients
+                    pad = 1e-13 * (stop - t_cur)
+                    window[:] = [t_cur + pad, stop - pad]
                 sol = solve_ivp(rhs, (t_cur, stop), y, method="DOP853", rtol=1e-12, atol=1e-14)
                 if not sol.success:
                     raise AssertionError(f"Lyapunov integration failed: {sol.message}")

@@ -108,3 +108,17 @@ def test_bad_parameters() -> None:
         CLDSDE(numerical_eps=0.0).kernel_factor_R(0.5)
     with pytest.raises(ValueError, match=r"\[0, T\]"):
         CLDSDE().kernel_factor_R(1.5)
+
+
+def test_r_table_buffers_survive_dtype_moves_and_pickling() -> None:
+    import copy
+    import pickle
+
+    sde = CLDSDE()
+    t = torch.tensor([0.003, 0.4], dtype=torch.float64)
+    ref = sde.kernel_factor_R(t).coef
+    assert sde._r_theta.dtype == torch.float64 and sde._r_theta.numel() > 0
+    assert not any(k.startswith("_r_") for k in sde.state_dict())  # non-persistent
+    for other in (copy.deepcopy(sde).to(torch.float32), pickle.loads(pickle.dumps(sde))):
+        assert other._r_theta.dtype == torch.float64 and other._r_nodes.dtype == torch.float64
+        assert torch.equal(other.kernel_factor_R(t).coef, ref)
