@@ -115,7 +115,7 @@ class CLDSDE(LinearSDE):
         self.Gamma = 2.0 * math.sqrt(self.M)  # critical damping
         self.g = 1.0 / self.Gamma  # CLD-SGM's g; 2g = M^{-1/2}, 4g^2 = M^{-1}
         self.velocity_variance = self.gamma * self.M
-        self._r_ok = self._init_var_v() > 0 and self.numerical_eps > 0
+        self._r_ok = self.numerical_eps > 0  # Sigma_0 positive definite
         self.r_grid = int(r_grid)
         # gDDIM R-factor angle table, built on first use (float64, survives .to(dtype)).
         self.register_buffer("_r_nodes", torch.zeros(0, dtype=torch.float64), persistent=False)
@@ -263,13 +263,13 @@ class CLDSDE(LinearSDE):
     def kernel_factor_R(self, t: Tensor | float) -> LinearOp:
         """gDDIM's factor ``R_t`` with ``R R^T = Sigma_t`` (training kernel), solving
         ``dR/dt = (F + 1/2 G G^T Sigma^{-1}) R``, ``R_0 = diag(sqrt(eps), sqrt(gamma M + eps))``
-        [gDDIM, 2206.05564]. Computed as ``R_t = L_t Q(theta_t)`` with ``L_t`` the Cholesky
+        (hsm; ``sqrt(eps) I`` for dsm) [gDDIM, 2206.05564]. Computed as ``R_t = L_t Q(theta_t)`` with ``L_t`` the Cholesky
         factor and ``theta_t`` a quadrature of the closed-form angular velocity, stored as a
         float64 table at nodes and completed by Gauss-Legendre to the requested ``t``."""
         if not self._r_ok:
             raise ValueError(
                 "CLDSDE.kernel_factor_R needs a positive-definite initial covariance: use "
-                "numerical_eps > 0 and kernel='hsm' with gamma > 0"
+                f"numerical_eps > 0 (got {self.numerical_eps})"
             )
         if self._r_nodes.numel() == 0:
             device = self._r_nodes.device

@@ -62,10 +62,11 @@ def test_transition_is_matrix_exponential_and_semigroup() -> None:
     assert torch.allclose(back, torch.eye(2, dtype=torch.float64)[None], atol=1e-14)
 
 
-def test_kernel_factor_r() -> None:
+@pytest.mark.parametrize("mode", ["hsm", "dsm"])
+def test_kernel_factor_r(mode: str) -> None:
     """R R^T = Sigma, and R solves dR/dt = (F + 1/2 G G^T Sigma^{-1}) R from R_0 (LSODA; the
     ODE is stiff near 0, where Sigma_xx ~ eps)."""
-    sde = CLDSDE()
+    sde = CLDSDE(kernel=mode)
     times = [1e-4, 0.05, 0.5, 1.0]
     r = sde.kernel_factor_R(torch.tensor(times, dtype=torch.float64))
     assert torch.allclose((r @ r.T).coef, sde.kernel(torch.tensor(times)).cov.coef, atol=1e-14)
@@ -78,7 +79,8 @@ def test_kernel_factor_r() -> None:
         sig = sde.kernel(t).cov.coef[0].numpy()
         return ((a_bar * beta + 0.5 * ggt @ np.linalg.inv(sig)) @ y.reshape(2, 2)).ravel()
 
-    r0 = np.diag([np.sqrt(sde.numerical_eps), np.sqrt(sde.gamma * sde.M + sde.numerical_eps)])
+    c = sde.gamma * sde.M if mode == "hsm" else 0.0
+    r0 = np.diag([np.sqrt(sde.numerical_eps), np.sqrt(c + sde.numerical_eps)])
     sol = solve_ivp(rhs, (0.0, 1.0), r0.ravel(), method="LSODA", rtol=1e-12, atol=1e-15,
                     t_eval=times)  # fmt: skip
     ref = torch.as_tensor(sol.y.T.reshape(-1, 2, 2))
