@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import pytest
 
 from diffkit.registry import DISABLE_ENV, SDES
@@ -34,6 +37,14 @@ def make_int() -> int:
 def plugin_sdes() -> str:
     """Source of a plugin module ``SubVP``, ``NotAnSDE``, ``make_sub``, ``make_int``."""
     return PLUGIN_SDES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_plugin_classes() -> Iterator[None]:
+    """Classes of removed fake plugins stay in their bases' ``__subclasses__()`` until collected,
+    where jsonargparse's subclass walk would trip on their vanished modules."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
