@@ -84,3 +84,38 @@ def test_extractor_by_class_path_and_offline_error() -> None:
         build_feature_extractor("no_such_module.Net")
     with pytest.raises(FeatureWeightsError, match="weights"):
         build_feature_extractor("inception", {"weights": "/nonexistent/inception.pt"})
+
+
+class _Probe(torch.nn.Module):
+    """Stands in for a TorchScript FID Inception: reports what it was fed, padded to 2048."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n = z.shape[0]
+        facts = torch.stack(
+            [
+                z.amin((1, 2, 3)),
+                z.amax((1, 2, 3)),
+                torch.full((n,), float(z.shape[1])),
+                torch.full((n,), float(z.shape[2])),
+                torch.full((n,), float(z.shape[3])),
+            ],
+            1,
+        )
+        return torch.cat([facts, torch.zeros(n, 2043)], 1)
+
+
+def test_inception_features_from_a_torchscript_file(tmp_path) -> None:
+    from diffkit.metrics.features import InceptionFeatures
+
+    path = tmp_path / "inception.pt"
+    torch.jit.script(_Probe()).save(str(path))
+    net = InceptionFeatures(weights=str(path))
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, 0, 0] = 1.0  # one white pixel per grey image
+    f = net(x)
+    assert f.shape == (2, 2048)
+    lo, hi, c, h, w = f[0, :5].tolist()
+    assert (c, h, w) == (3.0, 299.0, 299.0)  # grey repeated to RGB, resized to 299
+    assert abs(lo + 1.0) < 1e-5 and abs(hi - 0.9921875) < 1e-5  # TF range: k / 128 - 1
+    fid = FID(feature="inception", feature_args={"weights": str(path)})
+    assert fid.inception.num_features == 2048
