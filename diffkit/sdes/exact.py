@@ -238,14 +238,38 @@ class GaussianMixture:
                 "basis= the SDE's basis (e.g. DCTBasis(H, W) for blurring)"
             )
 
+    def _components_in_basis(self, t: Tensor | float, sde: LinearSDE, b: int):
+        """Like :meth:`marginal_components`, in the coordinates of the operators' common
+        orthonormal basis (operators stripped of it), so each call needs one basis change of
+        the batch instead of several of the batch times the components."""
+        t = as_time(t, device=self.means.device)
+        k = self.num_components
+        kern = point_kernel(sde, t)
+        a_op, s_op = kern.mean_op, kern.cov
+        means0, cov0 = self.lifted(sde)
+        self._check_bases(cov0, a_op, s_op, sde)
+        # ops without mode axes are multiples of the identity: valid in any basis
+        bases = [op.basis for op in (cov0, a_op, s_op) if op.mode_shape and op.basis is not None]
+        basis = bases[0] if bases else None
+        a_op, s_op, cov0 = (LinearOp(op.coef) for op in (a_op, s_op, cov0))
+        if basis is not None:
+            means0 = basis.forward(means0)
+        a_rows = _rows(a_op, b, k, outer=True)
+        c_rows = _rows(cov0, b, k, outer=False)
+        cov_t = a_rows @ c_rows @ a_rows.T + _rows(s_op, b, k, outer=True)
+        mu = means0.repeat(b, *([1] * (means0.dim() - 1)))
+        return basis, mu, a_rows.apply(mu), cov_t, c_rows, a_rows
+
     def _posterior(self, u: Tensor, t: Tensor | float, sde: LinearSDE):
         u = u.to(torch.float64)
         b, k = u.shape[0], self.num_components
-        logw, mean_t, cov_t, c0, a = self.marginal_components(t, sde, batch=b)
+        basis, mu0, mean_t, cov_t, c0, a = self._components_in_basis(t, sde, b)
+        if basis is not None:
+            u = basis.forward(u)
         diff = u.repeat_interleave(k, 0) - mean_t
         data_shape = tuple(u.shape[1:]) if sde.block == 1 else tuple(u.shape[2:])
         logn = _gauss_logpdf(diff, cov_t, data_shape).reshape(b, k)
-        return logn + logw, diff, cov_t, c0, a
+        return logn + self.weights.log(), diff, cov_t, c0, a, mu0, basis
 
     def marginal_log_prob(self, u: Tensor, t: Tensor | float, sde: LinearSDE) -> Tensor:
         """``log p_t(u)`` ``(B,)`` for states ``u`` ``(B, *state)`` (differentiable in ``u``)."""
@@ -254,20 +278,20 @@ class GaussianMixture:
 
     def score(self, u: Tensor, t: Tensor | float, sde: LinearSDE) -> Tensor:
         """``grad_u log p_t(u)``, ``(B, *state)`` float64."""
-        joint, diff, cov_t, _, _ = self._posterior(u, t, sde)
+        joint, diff, cov_t, _, _, _, basis = self._posterior(u, t, sde)
         w = torch.softmax(joint, dim=-1).reshape(-1, *([1] * (diff.dim() - 1)))
         per = -cov_t.solve(diff) * w
-        return per.reshape(u.shape[0], self.num_components, *u.shape[1:]).sum(1)
+        out = per.reshape(u.shape[0], self.num_components, *u.shape[1:]).sum(1)
+        return basis.inverse(out) if basis is not None else out
 
     def denoise(self, u: Tensor, t: Tensor | float, sde: LinearSDE) -> Tensor:
         """``E[u_0 | u_t = u]`` in state space, ``(B, *state)`` float64 (CLD: ``(x_0, v_0)``
         with ``v_0`` drawn from the lifted law, i.e. conditioned on the full initial state)."""
-        joint, diff, cov_t, c0, a = self._posterior(u, t, sde)
+        joint, diff, cov_t, c0, a, mu0, basis = self._posterior(u, t, sde)
         w = torch.softmax(joint, dim=-1).reshape(-1, *([1] * (diff.dim() - 1)))
-        means0, _ = self.lifted(sde)
-        mu = means0.repeat(u.shape[0], *([1] * (means0.dim() - 1)))
-        per = (mu + (c0 @ a.T).apply(cov_t.solve(diff))) * w
-        return per.reshape(u.shape[0], self.num_components, *u.shape[1:]).sum(1)
+        per = (mu0 + (c0 @ a.T).apply(cov_t.solve(diff))) * w
+        out = per.reshape(u.shape[0], self.num_components, *u.shape[1:]).sum(1)
+        return basis.inverse(out) if basis is not None else out
 
 
 def _gauss_logpdf(diff: Tensor, cov: LinearOp, data_shape: tuple[int, ...]) -> Tensor:
