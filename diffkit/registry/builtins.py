@@ -43,6 +43,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "nll": "diffkit.metrics.nll:NLL",
     },
     "datamodule": {
+        "gmm": "diffkit.data.gmm:GaussianMixtureDataModule",
         "toy2d": "diffkit.data.toy2d:Toy2DDataModule",
         "digits": "diffkit.data.images:DigitsDataModule",
         "mnist": "diffkit.data.images:MNISTDataModule",
@@ -51,6 +52,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "image_folder": "diffkit.data.images:ImageFolderDataModule",
     },
     "callback": {
+        "scatter": "diffkit.callbacks.scatter:ScatterPlot",
         "ema": "diffkit.callbacks.ema:EMA",
         "sample_grid": "diffkit.callbacks.sample_grid:SampleGrid",
         "evaluation": "diffkit.callbacks.evaluation:MetricEvaluation",

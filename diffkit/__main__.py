@@ -1,0 +1,5 @@
+"""``python -m diffkit``: the ``diffkit`` command."""
+
+from diffkit.cli.main import main
+
+raise SystemExit(main())

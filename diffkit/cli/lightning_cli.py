@@ -1,0 +1,176 @@
+"""``DiffkitCLI``: LightningCLI for :class:`~diffkit.module.DiffusionModule` with short part names.
+
+The model is configured directly (``model: {sde: vp, denoiser: {class_path: resnet, ...}}``)
+and the data in subclass mode (``data: {class_path: gmm, init_args: {...}}``). Registered short
+names resolve because every registry's alias classes are materialised before the parser is
+built (``diffkit.registry.materialize_all``). The datamodule's ``data_shape`` and
+``num_classes`` are linked into the model at instantiation. The resolved config is written to
+the run directory (see :mod:`diffkit.callbacks.run_summary`) with a header naming the diffkit
+version and the plugin distributions in use, which also go to the W&B config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import (
+    ArgsType,
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
+from lightning.pytorch.utilities import rank_zero_info
+
+import diffkit
+from diffkit.callbacks.run_summary import RunSummary, run_directory, wandb_logger
+from diffkit.data.base import DiffusionDataModule
+from diffkit.module import DiffusionModule
+
+__all__ = ["ConfigError", "DiffkitCLI", "DiffkitSaveConfig", "installed_plugins", "plugins_in_use"]
+
+
+class ConfigError(ValueError):
+    """A configuration that parsed but cannot be built (names the part and the cause)."""
+
+
+def installed_plugins() -> dict[str, tuple[str, set[str]]]:
+    """Distributions with ``diffkit.*`` entry points: name -> (version, top-level packages).
+
+    Reads entry-point metadata only (through the registry's cached scan); imports no plugin.
+    """
+    from diffkit.registry.entry_points import scan
+    from diffkit.registry.kinds import KINDS
+
+    found: dict[str, tuple[str, set[str]]] = {}
+    for spec in KINDS:
+        for entry in scan(spec.group):
+            package = entry.target.split(":")[0].split(".")[0]
+            found.setdefault(entry.dist, (entry.version, set()))[1].add(package)
+    return found
+
+
+def _classes(objects: Iterable[Any]) -> set[type]:
+    out: set[type] = set()
+    for obj in objects:
+        mods = obj.modules() if hasattr(obj, "modules") and callable(obj.modules) else [obj]
+        for m in mods:
+            out.add(type(m))
+        for attr in ("sampler", "loss", "sde"):
+            part = getattr(obj, attr, None)
+            if part is not None:
+                out.add(type(part))
+    return out
+
+
+def plugins_in_use(objects: Iterable[Any]) -> dict[str, str]:
+    """``{distribution: version}`` of plugins providing a class of ``objects`` (or a submodule)."""
+    plugins = installed_plugins()
+    if not plugins:
+        return {}
+    tops = {cls.__module__.split(".")[0] for cls in _classes(objects)}
+    return {name: ver for name, (ver, pkgs) in sorted(plugins.items()) if pkgs & tops}
+
+
+def _materialize_aliases() -> None:
+    """Make registered short names visible to jsonargparse (no-op until the registry exists)."""
+    try:
+        from diffkit.registry import materialize_all
+    except ImportError:
+        return
+    materialize_all()
+
+
+def _parser_class() -> type[LightningArgumentParser]:
+    try:
+        from diffkit.cli.parser import DiffkitArgumentParser
+    except ImportError:
+        return LightningArgumentParser
+    return DiffkitArgumentParser
+
+
+class DiffkitSaveConfig(SaveConfigCallback):
+    """Writes the resolved config to ``<run directory>/config.yaml`` (rank 0) and, with W&B,
+    logs it with the diffkit version and plugins to the run's config."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        run_dir = run_directory(trainer)
+        if trainer.is_global_zero:
+            objects = [pl_module, trainer.datamodule, *trainer.callbacks]
+            plugins = plugins_in_use([o for o in objects if o is not None])
+            listed = ", ".join(f"{k}-{v}" for k, v in plugins.items()) or "none"
+            rank_zero_info(f"diffkit {diffkit.__version__}; plugins: {listed}")
+            text = self.parser.dump(self.config, skip_none=False)
+            header = (
+                f"# diffkit {diffkit.__version__}; command: diffkit {stage}\n"
+                f"# diffkit plugins in use: {listed}\n"
+            )
+            path = run_dir / self.config_filename
+            path.write_text(header + text)
+            self.config_path = path
+            wandb = wandb_logger(trainer)
+            if wandb is not None:
+                import yaml
+
+                wandb.log_hyperparams(
+                    {
+                        "diffkit_version": diffkit.__version__,
+                        "diffkit_plugins": plugins,
+                        "config": yaml.safe_load(text),
+                    }
+                )
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+class DiffkitCLI(LightningCLI):
+    """LightningCLI with diffkit's parser, short names, linked shapes and run directory.
+
+    Args:
+        args: command-line style arguments (``["fit", "-c", "cfg.yaml", ...]``) or ``None`` for
+            ``sys.argv``.
+        run: run the subcommand (``False``: only parse and instantiate).
+        trainer_defaults: Trainer defaults (a ``RunSummary`` callback is always added).
+        parser_kwargs: forwarded to LightningCLI.
+    """
+
+    def __init__(
+        self,
+        args: ArgsType = None,
+        *,
+        run: bool = True,
+        trainer_defaults: dict[str, Any] | None = None,
+        parser_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        _materialize_aliases()
+        defaults = dict(trainer_defaults or {})
+        extra = defaults.get("callbacks", [])
+        defaults["callbacks"] = [*(extra if isinstance(extra, list) else [extra]), RunSummary()]
+        super().__init__(
+            DiffusionModule,
+            DiffusionDataModule,
+            subclass_mode_model=False,
+            subclass_mode_data=True,
+            parser_class=_parser_class(),
+            save_config_callback=DiffkitSaveConfig,
+            trainer_defaults=defaults,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            parser_kwargs=parser_kwargs,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        """Build the parts; a ValueError/LookupError raised by a part becomes a ConfigError."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, LookupError) as err:
+            raise ConfigError(str(err)) from err

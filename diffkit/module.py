@@ -1,0 +1,304 @@
+"""The LightningModule that trains a score model for any linear SDE, loss, denoiser and sampler.
+
+Parts are injected (LightningCLI builds them from short names): the SDE, a denoiser *factory*
+``Callable[[DenoiserSpec], Denoiser]`` (the module supplies the shapes), a loss and a sampler.
+Randomness in training comes from a ``torch.Generator`` seeded by ``(seed, global rank,
+global step)``, so a resumed run draws exactly the noise and times of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from diffkit.denoisers.base import Denoiser, DenoiserSpec
+from diffkit.losses.base import Loss, LossOutput
+from diffkit.samplers.base import Sampler, SampleResult
+from diffkit.sdes.base import LinearSDE
+
+__all__ = ["DiffusionModule", "step_generator"]
+
+#: Number of equal-width time bins (fractions of ``T``) the training loss is also logged in.
+LOSS_TIME_BINS = 4
+
+
+def _seed_from(*parts: int) -> int:
+    """A 63-bit seed mixing ``parts`` (numpy's SeedSequence hashing: nearby tuples decorrelate)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def step_generator(
+    seed: int, rank: int, step: int, *, stream: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The generator of one optimiser step of one rank (``stream`` 0: training, 1: validation)."""
+    return torch.Generator(device=device).manual_seed(_seed_from(seed, stream, rank, step))
+
+
+def _builtin(kind: str, name: str) -> Any:
+    """Import the built-in part ``name`` of ``kind`` from the static table (a class)."""
+    from diffkit.registry.builtins import BUILTINS
+
+    target = BUILTINS.get(kind, {}).get(name)
+    if target is None:
+        raise LookupError(f"no built-in {kind} named '{name}' is available to use as a default")
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains ``denoiser`` under ``sde`` with ``loss``; samples with ``sampler``.
+
+    Args:
+        sde: the forward process.
+        denoiser: factory of the raw network, called with a :class:`DenoiserSpec`.
+        loss: training loss (default: ``dsm``, eps target).
+        sampler: default sampler of :meth:`sample` and of sampling callbacks (default: ``ddim``).
+        data_shape: shape of one datum (the CLI links it from the datamodule).
+        num_classes: number of classes for conditioning on ``batch["y"]``, or ``None``.
+        optimizer: optimizer factory ``params -> Optimizer``.
+        lr_scheduler: scheduler factory ``optimizer -> LRScheduler`` (stepped every step), or None.
+        seed: base seed of the per-(rank, step) training generators and of default sampling.
+
+    Attributes:
+        sde, net (raw denoiser), model (the score model, a ``Parameterization``), loss, sampler.
+    """
+
+    def __init__(
+        self,
+        sde: LinearSDE,
+        denoiser: Callable[[DenoiserSpec], Denoiser],
+        loss: Loss | None = None,
+        sampler: Sampler | None = None,
+        data_shape: tuple[int, ...] = (2,),
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self._save_plain_hyperparameters()
+        from diffkit.denoisers.parameterization import Parameterization
+
+        data_shape = tuple(int(d) for d in data_shape)
+        if not data_shape or any(d < 1 for d in data_shape):
+            raise ValueError(f"DiffusionModule.data_shape must be positive sizes, got {data_shape}")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"DiffusionModule.num_classes must be >= 1 or None, got {num_classes}")
+        if loss is None:
+            loss = _builtin("loss", "dsm")()
+        if sampler is None:
+            sampler = _builtin("sampler", "ddim")()
+        if not isinstance(sde, LinearSDE):
+            raise TypeError(f"DiffusionModule.sde must be a LinearSDE, got {type(sde).__name__}")
+        if not isinstance(loss, Loss):
+            raise TypeError(f"DiffusionModule.loss must be a Loss, got {type(loss).__name__}")
+        if not isinstance(sampler, Sampler):
+            raise TypeError(
+                f"DiffusionModule.sampler must be a Sampler, got {type(sampler).__name__}"
+            )
+        sde_name = type(sde).__name__
+        _check("sde", sde_name, lambda: sde.check_data_shape(data_shape))
+        _check("loss", type(loss).__name__, lambda: loss.check_sde(sde))
+        _check("sampler", type(sampler).__name__, lambda: sampler.check_sde(sde))
+
+        self.sde, self.loss, self.sampler = sde, loss, sampler
+        self.data_shape, self.num_classes, self.seed = data_shape, num_classes, int(seed)
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        state_shape = tuple(sde.state_shape(data_shape))
+        output_kind = getattr(loss, "output_kind", "state")
+        self.spec = DenoiserSpec(
+            data_shape=data_shape,
+            state_shape=state_shape,
+            output_shape=data_shape if output_kind == "velocity" else state_shape,
+            num_classes=num_classes,
+        )
+        self.net = denoiser(self.spec)
+        if not isinstance(self.net, torch.nn.Module):
+            raise TypeError(
+                f"DiffusionModule.denoiser must build an nn.Module, got {type(self.net).__name__}"
+            )
+        self.model = Parameterization(
+            sde,
+            self.net,
+            target=getattr(loss, "target", "eps"),
+            velocity_only=output_kind == "velocity",
+            preconditioning=getattr(loss, "preconditioning", "none"),
+        )
+
+    def _save_plain_hyperparameters(self) -> None:
+        """Store hyper-parameters that ``torch.load(weights_only=True)`` can read.
+
+        Under LightningCLI they are the parsed config (``class_path``/``init_args`` dicts), from
+        which ``load_from_checkpoint`` rebuilds every part. A module built directly from objects
+        keeps only its plain arguments; pass the parts again to ``load_from_checkpoint``.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
+            self.save_hyperparameters()
+        for hparams in (self._hparams, getattr(self, "_hparams_initial", None)):
+            if hparams is None:
+                continue
+            for key in [k for k, v in hparams.items() if not _is_plain(v)]:
+                del hparams[key]
+
+    # ------------------------------------------------------------------ training
+    def _cond(self, batch: dict[str, Tensor]) -> Tensor | None:
+        return batch.get("y") if self.num_classes is not None else None
+
+    def _generator(self, step: int, stream: int) -> torch.Generator:
+        return step_generator(self.seed, self.global_rank, step, stream=stream, device=self.device)
+
+    def _loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> LossOutput:
+        x0 = batch["x"]
+        return self.loss(self.model, self.sde, x0, self._cond(batch), generator=generator)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One step; noise and times from the (seed, rank, global step) generator."""
+        out = self._loss(batch, self._generator(self.global_step, stream=0))
+        loss = out.loss.mean()
+        self._raise_if_not_finite(loss, out.t, batch_idx)
+        bs = out.loss.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
+        self._log_binned(out)
+        if self._trainer is not None and self.trainer.optimizers:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("train/lr", float(lr), on_step=True, on_epoch=False, batch_size=bs)
+        for key, value in out.logs.items():
+            self.log(f"train/{key}", value.float().mean(), on_step=False, on_epoch=True)
+        return loss
+
+    def _log_binned(self, out: LossOutput) -> None:
+        frac = (out.t.detach().double() / float(self.sde.T)).clamp(0.0, 1.0)
+        idx = (frac * LOSS_TIME_BINS).long().clamp(max=LOSS_TIME_BINS - 1)
+        per = out.loss.detach().float()
+        sums = torch.zeros(LOSS_TIME_BINS, device=per.device).index_add_(0, idx, per)
+        counts = torch.bincount(idx, minlength=LOSS_TIME_BINS)
+        for b in range(LOSS_TIME_BINS):
+            n = int(counts[b])
+            if n:
+                lo, hi = b / LOSS_TIME_BINS, (b + 1) / LOSS_TIME_BINS
+                self.log(
+                    f"train/loss_t[{lo:.2f}-{hi:.2f}]",
+                    sums[b] / n,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=n,
+                )
+
+    def _raise_if_not_finite(self, loss: Tensor, t: Tensor, batch_idx: int) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=loss.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")  # every rank raises together
+        if float(bad) > 0:
+            tt = t.detach().double()
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
+                f"batch index {batch_idx}, t in [{tt.min().item():.4g}, {tt.max().item():.4g}] "
+                f"(rank {self.global_rank}; a rank saw a non-finite loss, all stop). "
+                "Check the data for NaN/inf, lower the learning rate, or raise the SDE's t_min."
+            )
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """``val/loss``; generator fixed by (seed, rank, batch index), comparable over epochs."""
+        out = self._loss(batch, self._generator(batch_idx, stream=1))
+        loss = out.loss.mean()
+        self.log("val/loss", loss, prog_bar=True, batch_size=out.loss.shape[0], sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ sampling
+    def sampling_module(self) -> DiffusionModule:
+        """The module whose ``.model`` sampling uses: EMA weights when a callback offers them.
+
+        A callback exposing ``averaged_module() -> LightningModule | None`` (diffkit's EMA) is
+        asked first; otherwise this module.
+        """
+        trainer = self._trainer
+        if trainer is not None:
+            for callback in trainer.callbacks:
+                get = getattr(callback, "averaged_module", None)
+                if callable(get):
+                    module = get()
+                    if module is not None:
+                        return module
+        return self
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        cond: Tensor | None = None,
+        u_T: Tensor | None = None,
+    ) -> SampleResult:
+        """Draw ``n`` samples ``(n, *data_shape)`` in eval mode (EMA weights when present).
+
+        Args:
+            sampler: overrides the module's sampler.
+            generator: source of all randomness (default: seeded with ``seed``).
+            cond: class labels ``(n,)`` for conditional models.
+            u_T: initial states ``(n, *state_shape)``.
+        """
+        if n < 1:
+            raise ValueError(f"sample: n must be >= 1, got {n}")
+        module = self.sampling_module()
+        sampler = sampler or self.sampler
+        device = next(module.parameters()).device
+        dtype = next(module.parameters()).dtype
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+        model: Any = module.model
+        if cond is not None:
+            model = functools.partial(module.model, cond=cond.to(device))
+        was_training = module.training
+        module.eval()
+        try:
+            return sampler.sample(
+                model,
+                module.sde,
+                (n, *self.data_shape),
+                generator=generator,
+                u_T=u_T,
+                device=device,
+                dtype=dtype,
+            )
+        finally:
+            module.train(was_training)
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _check(part: str, name: str, check: Callable[[], None]) -> None:
+    try:
+        check()
+    except ValueError as err:
+        raise ValueError(f"model.{part} ({name}) is incompatible with this setup: {err}") from err
