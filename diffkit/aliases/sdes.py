@@ -10,16 +10,17 @@ _KIND = "sde"
 _BUILDING: set = set()
 
 
-def _build(name, target, func_return):
-    # class_from_function attaches the class to its caller's module, i.e. this one, after a
-    # hasattr() that re-enters __getattr__: _BUILDING makes that re-entry a plain miss.
+def _make(name, target, func_return):
+    # class_from_function attaches the class to its caller's module, i.e. this one.
     from jsonargparse import class_from_function
 
-    _BUILDING.add(name)
-    try:
-        return class_from_function(target, func_return=func_return, name=name)
-    finally:
-        _BUILDING.discard(name)
+    return class_from_function(target, func_return=func_return, name=name)
+
+
+def _build(name, target, func_return):
+    from diffkit.registry.aliases import build_alias
+
+    return build_alias(_make, _BUILDING, name, target, func_return)
 
 
 def __getattr__(name):

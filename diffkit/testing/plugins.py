@@ -93,9 +93,13 @@ def fake_distribution(
     return root
 
 
-def remove_distribution(root: Path | str) -> None:
+def remove_distribution(root: Path | str, *, collect: bool = True) -> None:
     """Undo :func:`fake_distribution`: drop it from ``sys.path`` and its modules from
-    ``sys.modules``, and reset the registries' plugin state."""
+    ``sys.modules``, and reset the registries' plugin state.
+
+    ``collect`` runs the garbage collector so the plugin's classes leave their bases'
+    ``__subclasses__()`` (jsonargparse's subclass walk would warn about their vanished modules).
+    """
     root_s = str(root)
     while root_s in sys.path:
         sys.path.remove(root_s)
@@ -105,7 +109,8 @@ def remove_distribution(root: Path | str) -> None:
             del sys.modules[mod_name]
     importlib.invalidate_caches()
     reset_plugin_state()
-    gc.collect()  # let the plugin's classes leave their bases' __subclasses__()
+    if collect:
+        gc.collect()
 
 
 @pytest.fixture
@@ -127,5 +132,5 @@ def fake_plugin(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     try:
         yield make
     finally:
-        for root in reversed(made):
-            remove_distribution(root)
+        for i, root in enumerate(reversed(made)):
+            remove_distribution(root, collect=i == len(made) - 1)

@@ -86,7 +86,7 @@ def test_check_exit_codes(fake_plugin, plugin_sdes, capsys, only_vp) -> None:
             assert list_main(["sde", "--check"]) == 1, what
         err = capsys.readouterr().err
         assert f"fakeplug{i}==0.1.0" in err, (what, err)
-        remove_distribution(root)
+        remove_distribution(root, collect=False)
     fake_plugin(
         "fakeplug-a", {"diffkit.sdes": {"fake_amb": "fa.sdes:SubVP"}}, {"fa.sdes": plugin_sdes}
     )
