@@ -44,7 +44,8 @@ class BlurSDE(LinearSDE):
     """Blurring diffusion on images ``(B, C, H, W)``, operators diagonal in the DCT basis.
 
     Args:
-        image_size: ``(H, W)`` of the data (any size; blur strength depends on it through lambda).
+        image_size: ``(H, W)`` of the data (any size; blur strength depends on it through
+            lambda); an int means square images.
         sigma_b_max: maximal Gaussian-blur std ``sigma_B(T)`` in pixels (20 in common ports of
             BDM; gDDIM uses 10).
         d_min: floor of the per-frequency dissipation ``d_t`` (BDM: 0.001).
@@ -57,7 +58,7 @@ class BlurSDE(LinearSDE):
 
     def __init__(
         self,
-        image_size: tuple[int, int] = (32, 32),
+        image_size: tuple[int, int] | int = (32, 32),
         sigma_b_max: float = 20.0,
         d_min: float = 0.001,
         schedule: Literal["hoogeboom", "gddim"] = "hoogeboom",
@@ -67,8 +68,8 @@ class BlurSDE(LinearSDE):
         t_min: float = 1e-3,
     ) -> None:
         super().__init__()
-        size = tuple(int(s) for s in image_size)
-        if len(size) != 2 or min(size) < 1:
+        size = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
             raise ValueError(f"BlurSDE.image_size must be (H, W) with H, W >= 1, got {image_size}")
         if not sigma_b_max >= 0:
             raise ValueError(f"BlurSDE.sigma_b_max must be >= 0, got {sigma_b_max}")
@@ -84,7 +85,7 @@ class BlurSDE(LinearSDE):
             raise ValueError(f"BlurSDE.T must lie in (0, 1] (the schedules end at 1), got {T}")
         if not 0 <= t_min < T:
             raise ValueError(f"BlurSDE.t_min must lie in [0, T = {T}), got {t_min}")
-        self.image_size = size
+        self.image_size = (int(size[0]), int(size[1]))
         self.sigma_b_max, self.d_min, self.schedule = float(sigma_b_max), float(d_min), schedule
         self.logsnr_min, self.logsnr_max = float(logsnr_min), float(logsnr_max)
         self.T, self.t_min = float(T), float(t_min)

@@ -263,9 +263,12 @@ class CLDSDE(LinearSDE):
     def kernel_factor_R(self, t: Tensor | float) -> LinearOp:
         """gDDIM's factor ``R_t`` with ``R R^T = Sigma_t`` (training kernel), solving
         ``dR/dt = (F + 1/2 G G^T Sigma^{-1}) R``, ``R_0 = diag(sqrt(eps), sqrt(gamma M + eps))``
-        (hsm; ``sqrt(eps) I`` for dsm) [gDDIM, 2206.05564]. Computed as ``R_t = L_t Q(theta_t)`` with ``L_t`` the Cholesky
-        factor and ``theta_t`` a quadrature of the closed-form angular velocity, stored as a
-        float64 table at nodes and completed by Gauss-Legendre to the requested ``t``."""
+        (hsm; ``sqrt(eps) I`` for dsm) [gDDIM, 2206.05564].
+
+        Computed as ``R_t = L_t Q(theta_t)`` with ``L_t`` the Cholesky factor and ``Q`` a
+        rotation whose angle ``theta_t`` is a quadrature of the closed-form angular velocity
+        (independent of ``Q``), stored as a float64 table at nodes and completed by
+        Gauss-Legendre to the requested ``t``. Returns a ``(N, 2, 2)`` block operator."""
         if not self._r_ok:
             raise ValueError(
                 "CLDSDE.kernel_factor_R needs a positive-definite initial covariance: use "

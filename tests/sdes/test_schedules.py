@@ -97,6 +97,7 @@ def test_blur_worked_example() -> None:
     assert d[31, 31].item() == pytest.approx(0.001, abs=1e-12)
     assert small.dissipation(0.5)[0, 1, 0].item() == pytest.approx(0.00145, abs=5e-6)
     # non-square images: lambda uses H for rows and W for columns
+    assert BlurSDE(8).image_size == (8, 8)
     rect = BlurSDE((8, 16))
     assert rect.frequencies[0, 1].item() == pytest.approx(math.pi**2 / 256)
 
