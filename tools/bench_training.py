@@ -14,7 +14,7 @@ size, optimizer (Adam, lr 1e-3), data loader and number of steps:
   sigma, input scale ``1 / sqrt(0.25 alpha^2 + sigma^2)``), to show what the loss itself costs.
 
 Models: ``resnet`` (ResNetMLP width 256, depth 4, on the 2-D ``gmm`` datamodule, batch 256) and
-``unet`` (a small U-Net on random 3x32x32 tensors, batch 16; the same tensors for all three).
+``unet`` (a small U-Net on random 3x32x32 tensors, batch 8; the same tensors for all three).
 Steps per second are timed from the start of step ``warmup`` to the end of the last step.
 Ratios: time per step of ``diffkit`` over ``bare+dkloss`` (goals: resnet <= 1.25, unet <= 1.10)
 and over ``bare``.
@@ -95,8 +95,7 @@ def _denoiser_factory(cfg: dict[str, Any]):
                 "base_channels": cfg["width"],
                 "channel_mult": (1, 2),
                 "num_res_blocks": 1,
-                "attention": (),
-                "attention_resolutions": (),
+                "attn_resolutions": (),
             },
         )
     return functools.partial(cls, **kw)
@@ -147,96 +146,48 @@ def _loop_forever(loader_fn):
         yield from loader_fn()
 
 
-def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run one configuration in this process; return its measurements."""
-    import torch
+class Runner:
+    """One implementation, built once; :meth:`run` trains ``n`` more steps and returns the
+    wall-clock and process-CPU time stamps taken at the start of every step and at the end."""
 
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(0)
-    from diffkit.sdes.vp import VPSDE
+    def __init__(self, impl: str, cfg: dict[str, Any], dm: Any) -> None:
+        import torch
 
-    steps, warmup = cfg["steps"], cfg["warmup"]
-    dm = _datamodule(cfg)
-    factory = _denoiser_factory(cfg)
-    stamps: list[float] = []
-    rss_start = _rss_mb()
-    result: dict[str, Any] = {}
-    prof = cProfile.Profile() if cfg.get("profile") else None
+        from diffkit.sdes.vp import VPSDE
 
-    if cfg["impl"] == "diffkit":
-        import lightning as L
-        from lightning.pytorch.callbacks import Callback
-
-        from diffkit.module import DiffusionModule
-
-        class StepClock(Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-                stamps.append(time.perf_counter())
-
-            def on_train_end(self, trainer, pl_module) -> None:
-                stamps.append(time.perf_counter())
-
-        sampler_cls = _builtin("sampler", "ddim")
-        kw = {
-            "sde": VPSDE(),
-            "denoiser": factory,
-            "loss": _builtin("loss", "dsm")(),
-            "sampler": sampler_cls(steps=10),
-            "data_shape": dm.data_shape,
-            "optimizer": functools.partial(torch.optim.Adam, lr=1e-3),
-            "seed": 0,
-        }
-        module = DiffusionModule(**_filtered(DiffusionModule, kw))
-        tmp = tempfile.mkdtemp(prefix="bench_training_")
-        if cfg["logger"] == "wandb":
-            os.environ.setdefault("WANDB_MODE", "offline")
-            os.environ.setdefault("WANDB_SILENT", "true")
-            from lightning.pytorch.loggers import WandbLogger
-
-            logger = WandbLogger(save_dir=tmp, project="diffkit-bench", offline=True)
-        else:
-            from lightning.pytorch.loggers import CSVLogger
-
-            logger = CSVLogger(tmp, name="bench")
-        trainer = L.Trainer(
-            max_steps=steps,
-            accelerator="cpu",
-            devices=1,
-            logger=logger,
-            log_every_n_steps=LOG_EVERY,
-            enable_checkpointing=False,
-            enable_progress_bar=cfg.get("progress_bar", False),
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            callbacks=[StepClock()],
-        )
-        rss_start = _rss_mb()
-        t0 = time.perf_counter()
-        if prof:
-            prof.enable()
-        trainer.fit(module, datamodule=dm)
-        if prof:
-            prof.disable()
-        result["fit_wall_s"] = time.perf_counter() - t0
-        result["logged"] = sorted(trainer.logged_metrics)
-        if cfg["logger"] == "wandb":
-            import wandb
-
-            wandb.finish()
-    else:
-        from diffkit.denoisers.parameterization import Parameterization
-
+        self.impl, self.cfg, self.dm = impl, cfg, dm
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        factory = _denoiser_factory(cfg)
         sde = VPSDE()
+        if impl == "diffkit":
+            from diffkit.module import DiffusionModule
+
+            kw = {
+                "sde": sde,
+                "denoiser": factory,
+                "loss": _builtin("loss", "dsm")(),
+                "sampler": _builtin("sampler", "ddim")(steps=10),
+                "data_shape": dm.data_shape,
+                "optimizer": functools.partial(torch.optim.Adam, lr=1e-3),
+                "seed": 0,
+            }
+            self.module = DiffusionModule(**_filtered(DiffusionModule, kw))
+            self.tmp = tempfile.mkdtemp(prefix="bench_training_")
+            self.logged: list[str] = []
+            return
         net = factory(_spec(dm.data_shape))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        self.opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
-        if cfg["impl"] == "bare+dkloss":
+        if impl == "bare+dkloss":
+            from diffkit.denoisers.parameterization import Parameterization
+
             model = Parameterization(sde, net, target="eps")
             loss_fn = _builtin("loss", "dsm")()
 
             def compute(x0):
                 return loss_fn(model, sde, x0, generator=gen).loss.mean()
+
         else:
             bmin, bd = sde.beta_min, sde.beta_max - sde.beta_min
 
@@ -253,45 +204,130 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                 pred = net(x_t * c_in.float().view(shape), t.float())
                 return (pred - eps).square().flatten(1).mean(1).mean()
 
-        net.train()
-        batches = _loop_forever(dm.train_dataloader)
-        rss_start = _rss_mb()
-        t0 = time.perf_counter()
-        if prof:
-            prof.enable()
-        last = None
-        for step in range(steps):
-            batch = next(batches)
-            stamps.append(time.perf_counter())
-            loss = compute(batch["x"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step % LOG_EVERY == 0:
-                last = float(loss.detach())
-        stamps.append(time.perf_counter())
-        if prof:
-            prof.disable()
-        result["fit_wall_s"] = time.perf_counter() - t0
-        result["last_logged_loss"] = last
+        self.compute, self.net = compute, net.train()
+        self.batches = _loop_forever(dm.train_dataloader)
+        self.step = 0
+        self.last_loss: float | None = None
 
+    def _stamp(self) -> None:
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+    def run(self, n: int) -> tuple[list[float], list[float]]:
+        self.wall, self.cpu = [], []
+        if self.impl == "diffkit":
+            self._fit(n)
+        else:
+            for _ in range(n):
+                batch = next(self.batches)
+                self._stamp()
+                loss = self.compute(batch["x"])
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                if self.step % LOG_EVERY == 0:  # what a logger would read
+                    self.last_loss = float(loss.detach())
+                self.step += 1
+            self._stamp()
+        return self.wall, self.cpu
+
+    def _fit(self, n: int) -> None:
+        import lightning as L
+        from lightning.pytorch.callbacks import Callback
+
+        runner = self
+
+        class StepClock(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                runner._stamp()
+
+            def on_train_end(self, trainer, pl_module) -> None:
+                runner._stamp()
+
+        if self.cfg["logger"] == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline")
+            os.environ.setdefault("WANDB_SILENT", "true")
+            from lightning.pytorch.loggers import WandbLogger
+
+            logger = WandbLogger(save_dir=self.tmp, project="diffkit-bench", offline=True)
+        else:
+            from lightning.pytorch.loggers import CSVLogger
+
+            logger = CSVLogger(self.tmp, name="bench")
+        trainer = L.Trainer(
+            max_steps=n,
+            accelerator="cpu",
+            devices=1,
+            logger=logger,
+            log_every_n_steps=LOG_EVERY,
+            enable_checkpointing=False,
+            enable_progress_bar=self.cfg.get("progress_bar", False),
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[StepClock()],
+        )
+        trainer.fit(self.module, datamodule=self.dm)
+        self.logged = sorted(trainer.logged_metrics)
+        if self.cfg["logger"] == "wandb":
+            import wandb
+
+            wandb.finish()
+
+
+def _rate(stamps: list[float], warmup: int) -> float:
     timed = len(stamps) - 1 - warmup
-    result.update(
-        {
-            "steps": steps,
-            "timed_steps": timed,
-            "steps_per_s": timed / (stamps[-1] - stamps[warmup]) if timed > 0 else float("nan"),
-            "peak_rss_mb": _peak_mb(),
-            "rss_at_start_mb": rss_start,
+    return timed / (stamps[-1] - stamps[warmup]) if timed > 0 else float("nan")
+
+
+def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``mode == "time"``: every implementation of one model in this process, alternating in
+    rounds of ``steps`` steps (so they share the machine's load pattern); per round, steps/s
+    by wall clock and by process CPU time. ``mode == "memory"``: one implementation for
+    ``steps`` steps, reporting peak RSS. ``profile``: cProfile the diffkit runs."""
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    dm = _datamodule(cfg)
+    if cfg["mode"] == "memory":
+        rss0 = _rss_mb()
+        runner = Runner(cfg["impl"], cfg, dm)
+        rss_built = _rss_mb()
+        wall, _ = runner.run(cfg["steps"])
+        peak = _peak_mb()
+        return {
+            "impl": cfg["impl"],
+            "peak_rss_mb": peak,
+            "rss_before_build_mb": rss0,
+            "peak_minus_before_build_mb": peak - rss0,
+            "build_mb": rss_built - rss0,
+            "steps_per_s": _rate(wall, 1),
         }
-    )
-    result["peak_minus_start_mb"] = result["peak_rss_mb"] - rss_start
+    impls = cfg["impls"]
+    runners = {impl: Runner(impl, cfg, dm) for impl in impls}
+    prof = cProfile.Profile() if cfg.get("profile") else None
+    rounds: list[dict[str, Any]] = []
+    for r in range(cfg["rounds"]):
+        order = impls[r % len(impls) :] + impls[: r % len(impls)]  # rotate who goes first
+        this: dict[str, Any] = {}
+        for impl in order:
+            if prof and impl == "diffkit":
+                prof.enable()
+            wall, cpu = runners[impl].run(cfg["steps"])
+            if prof and impl == "diffkit":
+                prof.disable()
+            this[impl] = {"wall": _rate(wall, cfg["warmup"]), "cpu": _rate(cpu, cfg["warmup"])}
+        rounds.append(this)
+    out: dict[str, Any] = {"rounds": rounds}
+    if "diffkit" in runners:
+        out["logged"] = runners["diffkit"].logged
     if prof:
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
         text = buf.getvalue()
-        result["profile"] = text[text.find("ncalls") :] if "ncalls" in text else text
-    return result
+        out["profile"] = text[text.find("ncalls") :] if "ncalls" in text else text
+    return out
 
 
 def _spec(data_shape):
@@ -321,26 +357,21 @@ def launch(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_in_process(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``--quick``: one interpreter for every configuration (peak memory is then shared)."""
+    """``--quick``: the worker in this interpreter (no subprocess)."""
     try:
         return run_worker(cfg)
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def configs(quick: bool, models: list[str], logger: str, threads: int) -> list[dict[str, Any]]:
-    out = []
-    for m in models:
-        if m == "resnet":
-            base = {"width": 64 if quick else 256, "depth": 2 if quick else 4, "batch": 256}
-            base |= {"steps": 30 if quick else 400, "warmup": 5 if quick else 50}
-            base |= {"num_train": 2048 if quick else 8192}
-        else:
-            base = {"width": 16 if quick else 32, "batch": 4 if quick else 16}
-            base |= {"steps": 6 if quick else 60, "warmup": 2 if quick else 10}
-        for impl in IMPLS:
-            out.append({"model": m, "impl": impl, "logger": logger, "threads": threads, **base})
-    return out
+def model_config(model: str, quick: bool) -> dict[str, Any]:
+    if model == "resnet":
+        cfg = {"width": 64 if quick else 256, "depth": 2 if quick else 4, "batch": 256}
+        cfg |= {"steps": 12 if quick else 60, "warmup": 2 if quick else 8}
+        return cfg | {"rounds": 1 if quick else 4, "num_train": 2048 if quick else 8192}
+    cfg = {"width": 16 if quick else 32, "batch": 4 if quick else 8}
+    cfg |= {"steps": 4 if quick else 12, "warmup": 1 if quick else 2}
+    return cfg | {"rounds": 1 if quick else 3}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,9 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--models", default="resnet,unet", help="comma list: resnet,unet")
     parser.add_argument("--logger", choices=("csv", "wandb"), default="csv")
-    parser.add_argument("--repeats", type=int, default=2, help="subprocess runs per config")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--profile", action="store_true", help="cProfile the diffkit runs")
     args = parser.parse_args(argv)
     if args.worker:
         res = run_worker(json.loads(args.worker))
@@ -358,73 +389,87 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     models = ["resnet"] if args.quick else args.models.split(",")
-    repeats = 1 if args.quick else args.repeats
-    cfgs = configs(args.quick, models, args.logger, args.threads)
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for rep in range(repeats):
-        order = cfgs if rep % 2 == 0 else list(reversed(cfgs))  # alternate order across repeats
-        for cfg in order:
-            res = run_in_process(cfg) if args.quick else launch(cfg)
-            print(cfg["model"], cfg["impl"], {k: v for k, v in res.items() if k != "profile"})
-            runs.setdefault((cfg["model"], cfg["impl"]), []).append(res)
-
-    rows = []
-    rates: dict[tuple[str, str], float] = {}
-    for cfg in cfgs:
-        key = (cfg["model"], cfg["impl"])
-        ok = [r for r in runs[key] if "error" not in r]
-        row: dict[str, Any] = {"model": cfg["model"], "impl": cfg["impl"], "batch": cfg["batch"]}
-        if not ok:
-            row["error"] = runs[key][0].get("error")
-            rows.append(row)
-            continue
-        rate = median(r["steps_per_s"] for r in ok)
-        rates[key] = rate
-        row |= {
-            "steps": cfg["steps"],
-            "steps_per_s": rate,
-            "ms_per_step": 1e3 / rate,
-            "peak_rss_mb": median(r["peak_rss_mb"] for r in ok),
-            "peak_minus_start_mb": median(r["peak_minus_start_mb"] for r in ok),
-            "runs": len(ok),
+    common = {"logger": args.logger, "threads": args.threads}
+    rows: list[dict[str, Any]] = []
+    goals: list[Goal] = []
+    raw: dict[str, Any] = {}
+    profiles: dict[str, str] = {}
+    for m in models:
+        cfg = {
+            "model": m,
+            "mode": "time",
+            "impls": list(IMPLS),
+            **common,
+            **model_config(m, args.quick),
         }
-        rows.append(row)
-    goals = []
-    for row in rows:
-        m, impl = row["model"], row["impl"]
-        if impl == "diffkit" or (m, impl) not in rates or (m, "diffkit") not in rates:
+        res = run_in_process(cfg) if args.quick else launch(cfg)
+        raw[m] = res
+        if "error" in res:
+            rows.append({"model": m, "impl": "all", "error": res["error"]})
             continue
-        ratio = rates[(m, impl)] / rates[(m, "diffkit")]  # time ratio diffkit / baseline
-        row["diffkit_time_ratio"] = ratio
-        row["diffkit_extra_ms_per_step"] = 1e3 / rates[(m, "diffkit")] - 1e3 / rates[(m, impl)]
-        if impl == "bare+dkloss":
-            goals.append(Goal(f"{m}: diffkit fit / bare loop (same loss)", ratio, GOALS[m]))
-        else:
-            goals.append(Goal(f"{m}: diffkit fit / bare loop (hand-written DSM)", ratio, GOALS[m]))
+        if args.profile:  # a separate run: profiling distorts the timed ratios
+            pcfg = {**cfg, "impls": ["diffkit"], "rounds": 1, "profile": True}
+            profiles[m] = launch(pcfg).get("profile", "profile run failed")
+        rounds = res["rounds"]
+        mem: dict[str, dict[str, Any]] = {}
+        if not args.quick and not args.no_memory:
+            for impl in IMPLS:
+                mcfg = {**cfg, "mode": "memory", "impl": impl, "profile": False}
+                mcfg["steps"] = max(cfg["warmup"] + 2, cfg["steps"] // 4)
+                mem[impl] = launch(mcfg)
+                raw[f"{m}/memory/{impl}"] = mem[impl]
+        for impl in IMPLS:
+            wall = [rd[impl]["wall"] for rd in rounds]
+            cpu = [rd[impl]["cpu"] for rd in rounds]
+            row: dict[str, Any] = {
+                "model": m,
+                "impl": impl,
+                "batch": cfg["batch"],
+                "steps_x_rounds": f"{cfg['steps']}x{cfg['rounds']}",
+                "steps_per_s": median(wall),
+                "ms_per_step": 1e3 / median(wall),
+                "cpu_steps_per_s": median(cpu),
+            }
+            if impl != "diffkit":
+                ratio = median(rd[impl]["wall"] / rd["diffkit"]["wall"] for rd in rounds)
+                ratio_cpu = median(rd[impl]["cpu"] / rd["diffkit"]["cpu"] for rd in rounds)
+                row["diffkit_time_ratio"] = ratio
+                row["diffkit_cpu_time_ratio"] = ratio_cpu
+                row["diffkit_extra_ms_per_step"] = 1e3 / median(
+                    [rd["diffkit"]["wall"] for rd in rounds]
+                ) - 1e3 / median(wall)
+                label = "same loss" if impl == "bare+dkloss" else "hand-written DSM"
+                goals.append(Goal(f"{m}: diffkit fit / bare loop ({label})", ratio, GOALS[m]))
+            mrow = mem.get(impl, {})
+            row["peak_rss_mb"] = mrow.get("peak_rss_mb")
+            row["peak_growth_mb"] = mrow.get("peak_minus_before_build_mb")
+            if "error" in mrow:
+                row["error"] = f"memory run: {mrow['error']}"
+            rows.append(row)
 
-    profile_md = ""
-    if not args.quick and not args.no_profile and "resnet" in models:
-        cfg = dict(next(c for c in cfgs if c["model"] == "resnet" and c["impl"] == "diffkit"))
-        cfg["profile"] = True
-        res = launch(cfg)
-        if "profile" in res:
-            lines = res["profile"].splitlines()[:28]
-            profile_md = (
-                "cProfile of the diffkit resnet run (whole `fit`, by own time):\n\n```\n"
-                + "\n".join(lines)
-                + "\n```"
-            )
+    extra_md = ""
+    for m, text in profiles.items():
+        lines = text.splitlines()[:28]
+        extra_md += (
+            f"cProfile of one separate diffkit {m} run (by own time):\n\n```\n"
+            + "\n".join(lines)
+            + "\n```\n\n"
+        )
     notes = [
-        "diffkit_time_ratio = (time per step of diffkit) / (time per step of this baseline); "
-        "measured in the same tool run, configurations interleaved, median over repeats.",
-        "Peak memory is the worker's ru_maxrss (includes the interpreter, torch and, for "
-        "diffkit, Lightning); peak_minus_start_mb is the growth after the model and data were "
-        "built.",
+        "Per model, one process runs the three implementations in alternating rounds (the "
+        "first of each round rotates), each round a fresh `Trainer.fit` of `steps` steps for "
+        "diffkit; the first `warmup` steps of a round are not timed. diffkit_time_ratio is the "
+        "median over rounds of (diffkit time per step) / (baseline time per step) within the "
+        "same round; diffkit_cpu_time_ratio is the same with process CPU time, which is less "
+        "sensitive to other jobs on the machine.",
+        "Peak memory: a separate subprocess per implementation (ru_maxrss; includes the "
+        "interpreter, torch and Lightning, which the datamodule imports in every case); "
+        "peak_growth_mb is the growth from just before the model was built.",
         "Absolute numbers are noisy on a shared 2-core machine (other jobs were running); the "
         "ratios are measured side by side.",
     ]
     if args.quick:
-        notes.append("--quick: tiny sizes, all configurations in one process (smoke test only).")
+        notes.append("--quick: tiny sizes, in one process (smoke test only).")
     write_report(
         "bench_training",
         args.out,
@@ -434,20 +479,22 @@ def main(argv: list[str] | None = None) -> int:
             "model",
             "impl",
             "batch",
-            "steps",
+            "steps_x_rounds",
             "steps_per_s",
             "ms_per_step",
+            "cpu_steps_per_s",
             "diffkit_time_ratio",
+            "diffkit_cpu_time_ratio",
             "diffkit_extra_ms_per_step",
             "peak_rss_mb",
-            "peak_minus_start_mb",
+            "peak_growth_mb",
             "error",
         ],
         goals=goals,
         notes=notes,
-        settings={"logger": args.logger, "threads": args.threads, "repeats": repeats},
-        extra={"runs": {f"{k[0]}/{k[1]}": v for k, v in runs.items()}},
-        extra_md=profile_md,
+        settings={"logger": args.logger, "threads": args.threads, "log_every_n_steps": LOG_EVERY},
+        extra={"raw": raw},
+        extra_md=extra_md,
     )
     print((args.out / "bench_training.md").read_text())
     return 0
