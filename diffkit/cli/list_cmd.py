@@ -87,6 +87,8 @@ def _records(kinds: list[str], load: bool) -> list[dict[str, Any]]:
             rec = entry.to_dict()
             if load and entry.status != "broken":
                 rec.update(_describe(entry.target))
+                if entry.source == "in-process" and registry.description(entry.name):
+                    rec["summary"] = registry.description(entry.name)
             out.append(rec)
     return out
 

@@ -247,6 +247,10 @@ class Registry(Generic[T]):
         out |= {n for n, found in table.items() if len(found) == 1 and NAME_PATTERN.match(n)}
         return sorted(out)
 
+    def description(self, name: str) -> str | None:
+        """The ``description`` given at registration, if any (listings fall back to docstrings)."""
+        return self._descriptions.get(name)
+
     def failures(self) -> list[LoadFailure]:
         """Every load failure recorded so far."""
         return list(self._failures.values())
@@ -509,6 +513,8 @@ class Registry(Generic[T]):
             available = "Available: " + "; ".join(parts) + "."
         else:
             available = f"No {self.kind} is registered."
+        if autoload_disabled():
+            available += " (Plugins are off: DIFFKIT_DISABLE_PLUGIN_AUTOLOAD is set.)"
         failed = ""
         if self._failures:
             failed = (

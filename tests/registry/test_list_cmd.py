@@ -11,6 +11,7 @@ import warnings
 
 from diffkit.cli.list_cmd import list_main
 from diffkit.registry import DISABLE_ENV, PluginShadowWarning
+from diffkit.sdes.vp import VPSDE
 from diffkit.testing.plugins import remove_distribution
 
 
@@ -128,3 +129,21 @@ def test_listing_imports_neither_torch_nor_plugins(fake_plugin, plugin_sdes) -> 
     assert out.returncode == 0, out.stderr
     names = {r["name"]: r for r in json.loads(out.stdout)}
     assert names["fake_sub"]["source"] == "fakeplug==0.1.0"
+
+
+class TinyListed(VPSDE):
+    """Docstring (overridden by the registered description)."""
+
+
+def test_through_the_diffkit_command(capsys, only_vp, monkeypatch) -> None:
+    from diffkit.cli.main import main
+    from diffkit.registry import SDES
+
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    with SDES.scoped():
+        SDES.register("tiny_listed", description="A registered test SDE.")(TinyListed)
+        assert main(["list", "sde", "--json", "--load"]) == 0
+        records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert records["tiny_listed"]["source"] == "in-process"
+    assert records["tiny_listed"]["summary"] == "A registered test SDE."
+    assert records["vp"]["status"] == "ok" and records["vp"]["signature"].startswith("(")

@@ -192,7 +192,7 @@ def test_disable_switch(fake_plugin, plugin_sdes, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(DISABLE_ENV, "1")
     assert "fake_sub" not in SDES.names()
     assert plugin_distributions() == []
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError, match="Plugins are off: DIFFKIT_DISABLE_PLUGIN_AUTOLOAD"):
         SDES.get("fake_sub")
     assert SDES.get("fakeplug.sdes:SubVP").__name__ == "SubVP"  # full paths still work
     assert SDES.get("vp") is VPSDE
