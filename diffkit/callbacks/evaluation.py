@@ -12,8 +12,6 @@ entries as ``eval/<name>_<key>``, plus ``eval/nfe`` and ``eval/sample_seconds``.
 on the reference shard.
 """
 
-from __future__ import annotations
-
 import functools
 import time
 from typing import Any
@@ -23,8 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torchmetrics import Metric
 
-from diffkit.metrics.base import SampleMetric
 from diffkit.samplers.base import Sampler
 
 __all__ = ["MetricEvaluation", "shard_bounds"]
@@ -39,8 +37,10 @@ class MetricEvaluation(Callback):
     """Evaluate sample metrics every ``every_n_epochs`` epochs (registered as ``evaluation``).
 
     Args:
-        metrics: the metrics (e.g. ``w2``, ``fid``, ``nll``); logged under their ``name``
-            (a repeated name gets a suffix ``_2``, ``_3``, ...).
+        metrics: diffkit metrics (``SampleMetric``: ``w2``, ``fid``, ``nll``, ...), logged under
+            their ``name`` (a repeated name gets a suffix ``_2``, ``_3``, ...). Any other
+            torchmetrics ``Metric`` is updated with ``(generated, reference)`` and logged under
+            its lower-cased class name.
         every_n_epochs: evaluate every this many epochs (0: only at the end of training).
         num_samples: generated samples in total (sharded over ranks).
         num_reference: held-out samples (default: ``num_samples``).
@@ -53,7 +53,7 @@ class MetricEvaluation(Callback):
 
     def __init__(
         self,
-        metrics: list[SampleMetric],
+        metrics: list[Metric],
         every_n_epochs: int = 10,
         num_samples: int = 1000,
         num_reference: int | None = None,
@@ -73,15 +73,17 @@ class MetricEvaluation(Callback):
             raise ValueError(f"evaluation: num_reference must be >= 2, got {num_reference}")
         if not metrics:
             raise ValueError("evaluation: give at least one metric, e.g. metrics: [w2]")
-        self.metrics: dict[str, SampleMetric] = {}
+        self.metrics: dict[str, Metric] = {}
         for metric in metrics:
-            if not isinstance(metric, SampleMetric):
+            if not isinstance(metric, Metric):
                 raise TypeError(
-                    f"evaluation.metrics: {type(metric).__name__} is not a diffkit SampleMetric"
+                    f"evaluation.metrics: {type(metric).__name__} is not a torchmetrics Metric; "
+                    "give diffkit metrics by short name (w2, sinkhorn, fid, nll, ...)"
                 )
-            name, i = metric.name, 2
+            base = getattr(metric, "name", None) or type(metric).__name__.lower()
+            name, i = base, 2
             while name in self.metrics:
-                name, i = f"{metric.name}_{i}", i + 1
+                name, i = f"{base}_{i}", i + 1
             self.metrics[name] = metric
         self.every_n_epochs, self.num_samples, self.seed = every_n_epochs, num_samples, seed
         self.num_reference = num_reference or num_samples
@@ -173,12 +175,17 @@ class MetricEvaluation(Callback):
         for name, metric in self.metrics.items():
             metric.reset()
             metric.to(pl_module.device)
-            if metric.inputs == "data":
+            if getattr(metric, "inputs", "samples") == "data":
                 metric.bind(scorer.sde, scorer.model)
                 metric.update(ref_shard)
+                n = ref.shape[0]
             else:
                 metric.update(samples, ref_shard)
+                n = self.num_samples
             result = metric.compute()
+            if not isinstance(result, dict):  # a plain torchmetrics Metric
+                result = {"value": result}
+            result.setdefault("n", n)
             for key, value in result.items():
                 tag = f"eval/{name}" if key == "value" else f"eval/{name}_{key}"
                 logs[tag] = float(torch.as_tensor(value).double().mean())

@@ -130,3 +130,22 @@ def test_callback_under_ddp_fork_gathers_the_shards(tmp_path: Path) -> None:
     w2 = W2()
     w2.update(torch.cat(shards), ref)
     assert abs(w2.compute()["value"].item() - float(row["eval/w2"])) < 1e-5
+
+
+def test_callback_and_metrics_by_short_name_in_a_config() -> None:
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.callbacks import Callback
+
+    from diffkit.registry import materialize_all
+
+    materialize_all()
+    parser = ArgumentParser()
+    parser.add_argument("--callbacks", type=list[Callback], default=[])
+    spec = (
+        "[{class_path: evaluation, init_args: {every_n_epochs: 2, metrics: "
+        "[w2, {class_path: sinkhorn, init_args: {reg: 0.1}}, w2]}}]"
+    )
+    cb = parser.instantiate(parser.parse_args(["--callbacks", spec])).callbacks[0]
+    assert isinstance(cb, MetricEvaluation) and cb.every_n_epochs == 2
+    assert list(cb.metrics) == ["w2", "sinkhorn", "w2_2"]
+    assert isinstance(cb.metrics["sinkhorn"], Sinkhorn) and cb.metrics["sinkhorn"].reg == 0.1
