@@ -94,3 +94,16 @@ def test_user_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert "no file" in capsys.readouterr().err
     assert evaluate_main([str(tmp_path / "nothing.pt"), "--metrics", "[w2]"]) == 2
     assert "no file" in capsys.readouterr().err
+
+
+def test_save_picture_grid_scatter_or_nothing(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from diffkit.cli.sample_cmd import save_picture
+
+    grey = torch.linspace(-1, 1, 6 * 8 * 8).reshape(6, 1, 8, 8)
+    path = save_picture(grey, tmp_path / "grid.png", nrow=3)
+    with Image.open(path) as im:  # 3 x 2 tiles of 8 px with 2 px padding
+        assert im.size == (3 * 10 + 2, 2 * 10 + 2)
+    assert save_picture(torch.randn(50, 2), tmp_path / "scatter.png").stat().st_size > 1000
+    assert save_picture(torch.randn(5, 7), tmp_path / "none.png") is None
