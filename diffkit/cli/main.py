@@ -47,11 +47,11 @@ def _error(message: str) -> int:
     return 2
 
 
-def _run_lightning(argv: list[str]) -> int:
+def _run_lightning(argv: list[str] | None) -> int:
     from diffkit.cli.lightning_cli import ConfigError, DiffkitCLI
 
     try:
-        DiffkitCLI(args=argv)
+        DiffkitCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except ConfigError as err:
         return _error(str(err))
     return 0
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_routed(command, rest)
     if command in LIGHTNING_SUBCOMMANDS:
         try:
-            return _run_lightning([command, *rest])
+            return _run_lightning(None if argv is None else [command, *rest])
         except SystemExit as exit_:  # argparse/jsonargparse errors and --help/--print_config
             return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     import difflib
