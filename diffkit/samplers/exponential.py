@@ -10,8 +10,16 @@ data) [DEIS, 2204.13902; gDDIM, 2206.05564 (thesis eqs. 6.13-6.15, 7.19); sample
 with ``l_j`` the Lagrange basis on the nodes in the interpolation variable (``t`` for tAB,
 ``rho(t)`` for rhoAB). ``C_j`` is computed once per (SDE, grid) in float64 by Gauss-Legendre
 quadrature on the operators' coefficient tensors, so one code path serves scalar, spectral and
-2x2-block SDEs. The quadrature runs in ``y = sqrt(tau)``: the integrand behaves like
-``tau^{-1/2}`` near ``tau = 0`` (``K_tau^{-1} ~ sigma_tau^{-1}``), and is smooth in ``y``.
+2x2-block SDEs:
+
+* 1x1 blocks (VP, VE, blurring; the factor is ``R_t = Sigma_t^{1/2}`` whether called ``kernel``
+  or ``R``): the by-parts form of samplers.md §8, whose order-0 part is the exact DDIM/gDDIM
+  coefficient and whose remaining integral ``int Psi(s,tau) R_tau l_j'`` is smooth;
+* 2x2 blocks (CLD, with the Cholesky or the R factor): the integral itself.
+
+Quadrature runs in ``y = sqrt(tau)`` (in ``rho`` for rhoAB's by-parts integral): the integrand
+behaves like ``tau^{-1/2}`` near ``tau = 0`` (``K_tau^{-1} ~ sigma_tau^{-1}``) and is smooth in
+``y``.
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ class Heun(Sampler):
         s_min: lowest noise level rho at which churn applies.
         s_max: highest noise level rho at which churn applies.
         s_noise: EDM's noise inflation.
+        correct_at_zero: also take the corrector on a step ending at ``t = 0`` (Pierret-Galerne's
+            convention; needs a model defined at ``t = 0``, e.g. an exact score of
+            non-degenerate data). Default: EDM's plain Euler last step.
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.
     """
@@ -59,6 +62,7 @@ class Heun(Sampler):
         s_min: float = 0.0,
         s_max: float = float("inf"),
         s_noise: float = 1.0,
+        correct_at_zero: bool = False,
         denoise_final: bool = False,
         progress: bool = False,
     ) -> None:
@@ -72,6 +76,7 @@ class Heun(Sampler):
         self.final_zero = bool(final_zero)
         self.s_churn, self.s_min, self.s_max = float(s_churn), float(s_min), float(s_max)
         self.s_noise = float(s_noise)
+        self.correct_at_zero = bool(correct_at_zero)
         self.stochastic = self.s_churn > 0
 
     def times(self, sde: LinearSDE) -> Tensor:
@@ -84,7 +89,7 @@ class Heun(Sampler):
         """``2N - 1`` when the last step ends at ``t = 0`` (``final_zero`` or ``t_min = 0``;
         with ``t_min=None`` the SDE's ``t_min`` decides, assumed > 0 if ``sde`` is not given)."""
         t_min = self.t_min if self.t_min is not None else (sde.t_min if sde is not None else 1.0)
-        ends_at_zero = self.final_zero or t_min == 0
+        ends_at_zero = (self.final_zero or t_min == 0) and not self.correct_at_zero
         return 2 * self.steps - int(ends_at_zero) + int(self.denoise_final)
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
@@ -132,7 +137,7 @@ class Heun(Sampler):
             score = model(u, step_time(c["t_hat"], i, u)).score().to(u.dtype)
             d = Ft[i].apply(u) - 0.5 * GGt[i].apply(score)
             u_bar = u - h * d
-            if float(times[i + 1]) == 0.0:
+            if float(times[i + 1]) == 0.0 and not self.correct_at_zero:
                 u = u_bar
             else:
                 score2 = model(u_bar, step_time(times, i + 1, u)).score().to(u.dtype)

@@ -102,28 +102,29 @@ def test_deis_order_zero_is_ddim_and_gddim(sde_name: str) -> None:
 @pytest.mark.parametrize("factor", ["kernel", "R"])
 def test_cld_deis_coefficients_match_adaptive_quadrature(factor: str) -> None:
     sde = _sde("cld")
-    times = time_grid(sde, 4, "quadratic")
+    times = time_grid(sde, 3, "quadratic")
     order = 2
     c = exponential_coefficients(sde, times, order, factor=factor)
     for i in range(len(times) - 1):
         t, s = float(times[i]), float(times[i + 1])
         q = min(order, i)
         nodes = [float(times[i - k]) for k in range(q + 1)]
-        for j in range(q + 1):
 
-            def f(tau: float, j: int = j, s: float = s, nodes: list = nodes, q: int = q):
-                ell = np.prod(
-                    [(tau - nodes[k]) / (nodes[j] - nodes[k]) for k in range(q + 1) if k != j]
-                )
-                tt = torch.tensor([tau], dtype=torch.float64)
-                g = sde.diffusion_op(tt)
-                op = sde.transition(torch.tensor([s], dtype=torch.float64), tt) @ (g @ g.T)
-                op = op @ noise_factor(sde, tt, factor).inv().T
-                return 0.5 * ell * op.coef[0].numpy().reshape(-1)
+        def f(tau: float, s: float = s, nodes: list = nodes, q: int = q) -> np.ndarray:
+            tt = torch.tensor([tau], dtype=torch.float64)
+            g = sde.diffusion_op(tt)
+            op = sde.transition(torch.tensor([s], dtype=torch.float64), tt) @ (g @ g.T)
+            op = 0.5 * (op @ noise_factor(sde, tt, factor).inv().T).coef[0].numpy().reshape(-1)
+            ells = [
+                np.prod([(tau - nodes[k]) / (nodes[j] - nodes[k]) for k in range(q + 1) if k != j])
+                for j in range(q + 1)
+            ]
+            return np.concatenate([ell * op for ell in ells])
 
-            ref, _ = quad_vec(f, s, t, epsabs=1e-13, epsrel=1e-12)
-            got = c["C"][j].coef[i].numpy().reshape(-1)
-            assert np.abs(got + ref).max() <= 1e-10 * max(1.0, np.abs(ref).max()), (i, j)
+        ref, _ = quad_vec(f, s, t, epsabs=1e-13, epsrel=1e-12)
+        ref = -ref.reshape(q + 1, -1)  # the integral runs from t down to s
+        got = np.stack([c["C"][j].coef[i].numpy().reshape(-1) for j in range(q + 1)])
+        assert np.abs(got - ref).max() <= 1e-10 * max(1.0, np.abs(ref).max()), i
 
 
 def _pf_ode_solve(sde, model, u_T: torch.Tensor, s: float) -> np.ndarray:
@@ -140,8 +141,7 @@ def _pf_ode_solve(sde, model, u_T: torch.Tensor, s: float) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sde_name", ["cld", "blur"])
-@pytest.mark.parametrize("s", [0.5, 0.05])
+@pytest.mark.parametrize(("sde_name", "s"), [("cld", 0.5), ("cld", 0.05), ("blur", 0.3)])
 def test_gddim_one_step_exact_on_dirac_data(sde_name: str, s: float, gaussian_score) -> None:
     """eps_R is constant along the exact PF-ODE of Dirac data, so one step T -> s is exact."""
     sde = _sde(sde_name)
@@ -170,7 +170,8 @@ def test_gddim_one_step_exact_on_dirac_data(sde_name: str, s: float, gaussian_sc
         assert np.abs(bad.reshape(-1).numpy() - ref).max() / np.abs(ref).max() > 1e-2
 
 
-@pytest.mark.parametrize("lam", [0.5, 1.0])
+@pytest.mark.slow
+@pytest.mark.parametrize("lam", [0.5])
 def test_stochastic_gddim_preserves_gaussian_marginals_on_cld(lam: float, gaussian_score) -> None:
     """With R_0 R_0^T the data covariance, one stochastic gDDIM step maps p_t to p_s exactly.
     The covariance of the output is computed with the real sampler loop (generator-free)."""
@@ -192,7 +193,7 @@ def test_stochastic_gddim_preserves_gaussian_marginals_on_cld(lam: float, gaussi
         z[2, 0, 0], z[3, 1, 0] = 1.0, 1.0
         return z
 
-    for s in (0.3, 0.02):
+    for s in (0.02,):
         sampler = GDDIM(1, grid="uniform", t_min=s, lam=lam)
         sampler.noise_source = source
         out = sampler.sample(model, sde, (4, 1), u_T=u_T, dtype=torch.float64).u[:, :, 0]
