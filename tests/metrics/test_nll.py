@@ -23,6 +23,7 @@ def _gmm() -> GaussianMixture:
     return GaussianMixture(torch.tensor([0.5, 0.3, 0.2]), means, torch.tensor([0.05, 0.1, 0.02]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dist_fn", [_gaussian, _gmm], ids=["gaussian", "gmm"])
 @pytest.mark.parametrize("target", ["eps", "x0"])
 def test_exact_divergence_matches_analytic_log_density(dist_fn, target: str) -> None:
@@ -45,6 +46,7 @@ def test_exact_divergence_matches_analytic_log_density(dist_fn, target: str) -> 
     assert torch.allclose(dflt.logp - exact, mismatch, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hutchinson_is_unbiased_on_gmm() -> None:
     sde = VPSDE()
     dist = _gmm()
@@ -104,6 +106,7 @@ def test_uniform_dequantisation_bpd_of_uniform_density_is_eight_bits() -> None:
     assert torch.allclose(bpd, torch.full_like(bpd, 8.0))
 
 
+@pytest.mark.slow
 def test_cld_joint_likelihood_and_velocity_bound() -> None:
     from diffkit.sdes.cld import CLDSDE
 
