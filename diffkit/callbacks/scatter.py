@@ -46,6 +46,7 @@ class ScatterPlot(Callback):
         seed: base seed of the sampling generators (rank r uses ``seed + r``).
         x_coord, y_coord: the two coordinates to plot.
         compute_w2: also log ``sample/w2`` to held-out data.
+        on_train_start: also plot before the first step (the untrained baseline).
         on_train_end: plot at the end of training.
     """
 
@@ -57,6 +58,7 @@ class ScatterPlot(Callback):
         x_coord: int = 0,
         y_coord: int = 1,
         compute_w2: bool = True,
+        on_train_start: bool = False,
         on_train_end: bool = True,
     ) -> None:
         if every_n_epochs < 0 or num_samples < 1:
@@ -66,6 +68,7 @@ class ScatterPlot(Callback):
             )
         self.every_n_epochs, self.num_samples, self.seed = every_n_epochs, num_samples, seed
         self.coords, self.compute_w2, self.at_end = (x_coord, y_coord), compute_w2, on_train_end
+        self.at_start = on_train_start
         self.last_plot: Path | None = None
         self.last_w2: float | None = None
         self.history: list[dict[str, float]] = []
@@ -73,6 +76,10 @@ class ScatterPlot(Callback):
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run_directory(trainer)  # collective: resolve while every rank is here
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_start:
+            self.plot(trainer, pl_module, tag="start")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
