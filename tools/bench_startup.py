@@ -111,7 +111,7 @@ except SystemExit:
 def slowest_imports(cmd_body: str, top: int = 8) -> list[dict[str, object]]:
     """The ``top`` slowest top-level imports (cumulative) under ``-X importtime``."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", cmd_body],
+        [sys.executable, "-X", "importtime", "-c", "import sys\n" + cmd_body],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(dt)
 
     base = median(times.get("import torch", [])) if "import torch" in times else None
+    base_l = median(times.get("import lightning", [])) if "import lightning" in times else None
     rows = []
     for name, cmd in cmds.items():
         med = median(times[name]) if times[name] else None
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "min_s": min(times[name]) if times[name] else None,
                 "runs": len(times[name]),
                 "ratio_vs_import_torch": (med / base) if (med and base) else None,
+                "ratio_vs_import_lightning": (med / base_l) if (med and base_l) else None,
                 "error": errors.get(name),
                 "argv": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)),
             }
@@ -200,7 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         title="Startup cost (cold subprocess wall time)",
         rows=rows,
-        columns=["command", "median_s", "min_s", "runs", "ratio_vs_import_torch", "error"],
+        columns=[
+            "command",
+            "median_s",
+            "min_s",
+            "runs",
+            "ratio_vs_import_torch",
+            "ratio_vs_import_lightning",
+            "error",
+        ],
         goals=goals,
         settings={"repeats": repeats, "warmup_rounds": 0 if args.quick else 1},
         notes=[
