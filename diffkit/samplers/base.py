@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -116,12 +117,20 @@ class Sampler(abc.ABC):
             raise ValueError(f"{type(self).__name__}.steps must be >= 1, got {steps}")
         self.steps, self.grid, self.t_min, self.t_max = int(steps), grid, t_min, t_max
         self.denoise_final, self.progress = bool(denoise_final), bool(progress)
-        self._plans: dict[tuple, SamplerPlan] = {}
+        # Plans keyed by (id(sde), grid settings); the weak reference detects a reused id.
+        self._plans: dict[tuple, tuple[weakref.ref, SamplerPlan]] = {}
         # Hook for guidance: a function ScoreModel -> ScoreModel applied before sampling.
         self.model_wrapper: Callable[[ScoreModel], ScoreModel] | None = None
         # Hook for exact (generator-free) variance propagation in tests and benchmarks: a
         # function u -> z replacing the N(0, I) draws (called once per noise draw, in order).
         self.noise_source: Callable[[Tensor], Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the plan cache (plans are rebuilt on use; weak references and
+        float64 tables need not travel to DDP workers)."""
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        return state
 
     def noise(self, u: Tensor, generator: torch.Generator | None) -> Tensor:
         """A standard normal draw shaped like ``u`` (or ``noise_source(u)`` when set)."""
@@ -139,11 +148,13 @@ class Sampler(abc.ABC):
     def plan(self, sde: LinearSDE) -> SamplerPlan:
         """The cached plan for ``sde`` (float64; keyed by the SDE object and the grid)."""
         key = (id(sde), self.steps, self.grid, self.t_min, self.t_max)
-        if key not in self._plans:
+        hit = self._plans.get(key)
+        if hit is None or hit[0]() is not sde:
             self.check_sde(sde)
             times = self.times(sde)
-            self._plans[key] = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
-        return self._plans[key]
+            plan = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
+            self._plans[key] = (weakref.ref(sde), plan)
+        return self._plans[key][1]
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
         """Precompute per-step coefficients (float64) for ``times``."""

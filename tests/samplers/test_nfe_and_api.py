@@ -107,3 +107,17 @@ def test_invalid_options_name_the_field() -> None:
 def test_registered() -> None:
     names = {"euler_maruyama", "ddim", "heun", "deis", "gddim", "pc"}
     assert names <= set(BUILTINS["sampler"])
+
+
+def test_sampler_pickles_and_replans(gaussian_score) -> None:
+    import pickle
+
+    sde = VPSDE()
+    sampler = DEIS(4, order=2)
+    sampler.plan(sde)
+    clone = pickle.loads(pickle.dumps(sampler))
+    model = gaussian_score(sde, LinearOp.scalar(0.5))
+    u_T = torch.ones(1, 2, dtype=torch.float64)
+    a = sampler.sample(model, sde, (1, 2), u_T=u_T, dtype=torch.float64).x
+    b = clone.sample(model, sde, (1, 2), u_T=u_T, dtype=torch.float64).x
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
