@@ -28,7 +28,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from diffkit.data.base import DiffusionDataModule
-from diffkit.data.gmm import EpochShuffle, collate_dict
+from diffkit.data.gmm import collate_dict
+from diffkit.data.shuffle import epoch_shuffle
 
 __all__ = [
     "CIFAR10DataModule",
@@ -198,7 +199,7 @@ class ImageDataModule(DiffusionDataModule):
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(data), self.seed) if shuffle else None,
+            sampler=epoch_shuffle(data, self.seed, self.trainer) if shuffle else None,
             drop_last=shuffle and len(data) >= self.batch_size,
             collate_fn=collate_dict if batched else None,
             num_workers=self.num_workers,

@@ -27,7 +27,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from diffkit.data.base import DiffusionDataModule
-from diffkit.data.gmm import EpochShuffle, TensorDictDataset, collate_dict, diamond_means
+from diffkit.data.gmm import TensorDictDataset, collate_dict, diamond_means
+from diffkit.data.shuffle import epoch_shuffle
 
 __all__ = ["Toy2DDataModule", "sample_toy2d"]
 
@@ -167,7 +168,7 @@ class Toy2DDataModule(DiffusionDataModule):
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(data), self.seed) if shuffle else None,
+            sampler=epoch_shuffle(data, self.seed, self.trainer) if shuffle else None,
             drop_last=shuffle,
             collate_fn=collate_dict,
         )
