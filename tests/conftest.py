@@ -10,4 +10,6 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
 import torch
 
-torch.set_num_threads(2)
+# One intra-op thread: the suite is many small float64 ops, and two threads on two cores
+# oversubscribe as soon as anything else runs (DDP ranks, subprocesses).
+torch.set_num_threads(1)

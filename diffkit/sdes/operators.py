@@ -103,12 +103,17 @@ class DCTBasis(Basis):
         return f"DCTBasis({self.height}, {self.width})"
 
 
-def _same_basis(a: Basis | None, b: Basis | None) -> Basis | None:
-    if a is None:
-        return b
-    if b is None or a == b:
-        return a
-    raise ValueError(f"cannot combine operators in different bases: {a!r} and {b!r}")
+def _same_basis(a: LinearOp, b: LinearOp) -> Basis | None:
+    """The basis of a combination of ``a`` and ``b``. An identity-basis operator without mode
+    axes (a scalar or a pure 2x2 block) commutes with any basis change; one with mode axes
+    (pixel-wise coefficients) does not, and cannot be combined with a DCT-domain operator."""
+    if a.basis is None and (b.basis is None or not a.mode_shape):
+        return b.basis
+    if b.basis is None and not b.mode_shape:
+        return a.basis
+    if a.basis == b.basis:
+        return a.basis
+    raise ValueError(f"cannot combine operators in different bases: {a.basis!r} and {b.basis!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,7 +186,7 @@ class LinearOp:
         raise ValueError(f"cannot combine a {self.k}x{self.k}-block operator with k={k}")
 
     def _binary(self, other: LinearOp) -> tuple[Tensor, Tensor, Basis | None]:
-        basis = _same_basis(self.basis, other.basis)
+        basis = _same_basis(self, other)
         k = max(self.k, other.k)
         a, b = self._blocks(k), other._blocks(k)
         dtype = torch.promote_types(a.dtype, b.dtype)

@@ -78,6 +78,11 @@ def test_mixing_bases_is_refused() -> None:
     b = LinearOp.diagonal(torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="different bases"):
         _ = a @ LinearOp.diagonal(torch.ones(1, 3, 3), basis=DCTBasis(3, 3))
+    # Pixel-wise coefficients do not commute with the DCT: refused, not silently misread.
+    with pytest.raises(ValueError, match="different bases"):
+        _ = a @ b
+    with pytest.raises(ValueError, match="different bases"):
+        _ = b + a
     # An identity-basis operator without modes (a scalar) composes with any basis.
     assert (a @ LinearOp.scalar(2.0)).basis == DCTBasis(4, 4)
     assert (b @ LinearOp.scalar(2.0)).basis is None
