@@ -396,8 +396,9 @@ def plot(rows: list[dict], path: Path) -> None:
     cols = min(4, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    colors = plt.get_cmap("tab20")
     for ax, (data, sde) in zip(axes.flat, panels, strict=False):
-        for name in SAMPLERS:
+        for c, name in enumerate(SAMPLERS):
             for grid, style in (("quadratic", "-"), ("uniform", ":")):
                 pts = sorted(
                     (r["nfe"], r["w2"])
@@ -408,8 +409,9 @@ def plot(rows: list[dict], path: Path) -> None:
                 )
                 if pts:
                     x, y = zip(*pts, strict=True)
-                    ax.loglog(x, y, style, marker=".", label=name if grid == "quadratic" else None)
-        ax.set_title(f"{data} / {sde}")
+                    label = name if grid == "quadratic" else None
+                    ax.loglog(x, y, style, marker=".", color=colors(c), label=label)
+        ax.set_title(f"{data} / {sde} (solid: quadratic, dotted: uniform)", fontsize=8)
         ax.set_xlabel("NFE")
         ax.set_ylabel("exact W2")
     axes.flat[0].legend(fontsize=6)
