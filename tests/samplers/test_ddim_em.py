@@ -55,25 +55,44 @@ def test_ddim_worked_example_discrete_ou() -> None:
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_ddim_variance_recurrence_exact_for_point_mass(eta: float) -> None:
-    """Started at the exact p_T, DDIM with the exact score keeps every marginal of Gaussian
-    data that is a point mass: for Dirac data the one-step update is exact (DDIM Prop.)."""
+def test_ddim_reproduces_gaussian_covariance_propagation(eta: float, gaussian_score) -> None:
+    """The real DDIM loop on Gaussian data N(0, diag LAM) (exact score) has the output variance
+    of the closed-form recurrence v <- (alpha_s/alpha_t + b sigma_t / C_t)^2 v + sbar^2, with
+    b = sqrt(sigma_s^2 - sbar^2) - alpha_s sigma_t / alpha_t (samplers.md §4, §12); for a point
+    mass (LAM -> 0) started at p_T every marginal is exact."""
     sde = VPSDE()
     times = torch.tensor([1.0, 0.6, 0.2, 0.05, 1e-3], dtype=torch.float64)
-    c = ddim_coefficients(sde, times, eta)
-    # Data N(0, diag LAM): eps*(x) = sigma x / v_t. A step maps Var v_t -> (A + B sigma_t/v_t)^2 v_t
-    # + C^2; for a single datum x0 (LAM -> 0) it is exact: v_s must equal sigma_s^2.
-    lam = torch.tensor([0.0, 1e-12])
-    var = sde.sigma(times[0]) ** 2 + sde.alpha(times[0]) ** 2 * lam
+    lam = torch.cat([LAM, torch.zeros(1, dtype=torch.float64)])
+    a, sg = sde.alpha(times), sde.sigma(times)
+    c = a[:, None] ** 2 * lam + sg[:, None] ** 2  # marginal variances (steps + 1, 4)
+    var = c[0].clone()
     for i in range(len(times) - 1):
-        t = times[i]
-        v_t = sde.alpha(t) ** 2 * lam + sde.sigma(t) ** 2
-        gain = c["A"].coef[i, 0, 0] + c["B"].coef[i, 0, 0] * sde.sigma(t) / v_t
-        var = gain**2 * var + (c["C"].coef[i, 0, 0] ** 2 if eta > 0 else 0.0)
-        s = times[i + 1]
-        torch.testing.assert_close(
-            var, sde.sigma(s) ** 2 + sde.alpha(s) ** 2 * lam, rtol=1e-6, atol=1e-14
-        )
+        s_ts2 = sg[i] ** 2 - (a[i] / a[i + 1]) ** 2 * sg[i + 1] ** 2
+        sbar2 = eta**2 * s_ts2 * sg[i + 1] ** 2 / sg[i] ** 2
+        b = (sg[i + 1] ** 2 - sbar2).sqrt() - a[i + 1] * sg[i] / a[i]
+        var = (a[i + 1] / a[i] + b * sg[i] / c[i]) ** 2 * var + sbar2
+    assert abs(var[-1] - c[-1, -1]) < 1e-12 * c[-1, -1]  # point mass: exact
+
+    class _Grid(DDIM):
+        def times(self, sde):
+            return times
+
+    sampler = _Grid(steps=len(times) - 1, eta=eta)
+    model = gaussian_score(sde, LinearOp.diagonal(lam[None]))
+    steps = len(times) - 1
+    u_T = torch.zeros(steps + 1, 4, dtype=torch.float64)
+    u_T[0] = c[0].sqrt()
+    calls = [0]
+
+    def source(u: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        z = torch.zeros_like(u)
+        z[calls[0]] = 1.0
+        return z
+
+    sampler.noise_source = source
+    out = sampler.sample(model, sde, (steps + 1, 4), u_T=u_T, dtype=torch.float64).x
+    torch.testing.assert_close(out.pow(2).sum(0), var, rtol=1e-12, atol=1e-15)
 
 
 def test_ddim_and_euler_first_order(gaussian_score) -> None:
