@@ -36,10 +36,11 @@ def build_alias(
       three-frame stack, so ``make`` runs in one (~1 ms).
     """
     result: list[Any] = []
+    wrapped = resolved_factory(target)
 
     def run() -> None:
         try:
-            result.append(make(name, target, func_return))
+            result.append(make(name, wrapped, func_return))
         except BaseException as exc:  # re-raised in the calling thread
             result.append(exc)
 
@@ -53,6 +54,43 @@ def build_alias(
     if isinstance(result[0], BaseException):
         raise result[0]
     return result[0]
+
+
+def resolved_factory(target: Any) -> Callable[..., Any]:
+    """A function that calls ``target``, with ``target``'s signature and its annotations resolved.
+
+    jsonargparse reads an alias's parameters from the wrapped callable. For a class it does so
+    without the class's module as context, so postponed (string) annotations such as
+    ``sampler: Sampler | None`` would stay unresolved, and a short name nested inside an
+    aliased part (``{class_path: sample_grid, init_args: {sampler: ddim}}``) would then not be
+    looked up among the right base's subclasses. Resolving them here, in ``target``'s own
+    module, keeps nested short names working. Calls still return ``target``'s instances.
+    """
+    import functools
+    import inspect
+    import typing
+
+    fn = target.__init__ if isinstance(target, type) else target
+    try:
+        hints = typing.get_type_hints(fn)
+        signature = inspect.signature(target)
+    except Exception:  # unresolvable annotations: leave jsonargparse's own handling
+        return target
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+    ]
+
+    @functools.wraps(target, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        return target(*args, **kwargs)
+
+    returns = (
+        target if isinstance(target, type) else hints.get("return", signature.return_annotation)
+    )
+    factory.__signature__ = signature.replace(parameters=params, return_annotation=returns)
+    factory.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+    factory.__wrapped__ = target
+    return factory
 
 
 def resolve_alias(kind: str, name: str, building: set[str]) -> type:

@@ -167,3 +167,21 @@ assert type(pickle.loads(pickle.dumps(sde))).__name__ == "VPSDE"
 assert not any(m.startswith("diffkit_example") for m in sys.modules), "plugin imported"
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_short_names_nested_inside_an_aliased_part_resolve() -> None:
+    """A short name inside a short-named part (``sample_grid`` -> ``sampler: ddim``) resolves
+    against the nested parameter's base type, although the part's module postpones annotations."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.callbacks import Callback
+
+    from diffkit.registry import materialize_all
+    from diffkit.samplers.ddim import DDIM
+
+    materialize_all()
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--cb", type=Callback)
+    value = '{"class_path": "sample_grid", "init_args": {"sampler": {"class_path": "ddim", "init_args": {"steps": 7}}}}'  # noqa: E501
+    cb = parser.instantiate(parser.parse_args(["--cb", value])).cb
+    assert type(cb).__name__ == "SampleGrid"
+    assert isinstance(cb.sampler, DDIM) and cb.sampler.steps == 7
