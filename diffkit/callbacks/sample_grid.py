@@ -122,8 +122,11 @@ class SampleGrid(Callback):
         return result.x, int(result.nfe), time.perf_counter() - start
 
     def draw_grid(self, trainer: L.Trainer, pl_module: Any, tag: str) -> Path | None:
-        """Sample, save and log one grid (rank 0). Returns the PNG path on rank 0."""
-        if not trainer.is_global_zero:
+        """Sample, save and log one grid (rank 0). Returns the PNG path on rank 0.
+
+        Skipped under ``fast_dev_run`` (like Lightning's checkpointing and logging).
+        """
+        if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         shape = tuple(getattr(pl_module, "data_shape", ()))
         if len(shape) != 3 or shape[0] not in (1, 3):
