@@ -98,4 +98,6 @@ class RunSummary(Callback):
 def _wandb_mode(logger: WandbLogger) -> str:
     settings = getattr(logger.experiment, "settings", None)
     mode = getattr(settings, "mode", None)
+    if mode in ("dryrun", "offline"):
+        return "offline; upload later with 'wandb sync <run directory>'"
     return f"mode {mode}" if mode else "W&B"

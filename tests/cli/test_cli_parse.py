@@ -86,3 +86,15 @@ def test_unknown_command_and_usage(capsys: pytest.CaptureFixture) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(cmd in out for cmd in ("fit", "list", "sample", "evaluate"))
+
+
+def test_python_dash_m_and_routing_to_list(capsys: pytest.CaptureFixture) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffkit", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0 and "diffkit fit -c configs/toy/gmm_vp_resnet.yaml" in proc.stdout
+    assert main(["list", "sde"]) == 0
+    assert "vp" in capsys.readouterr().out
