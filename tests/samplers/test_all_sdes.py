@@ -30,6 +30,8 @@ from diffkit.sdes.time_grids import time_grid
 def _sde(name: str):
     module, cls, kwargs = {
         "vp": ("diffkit.sdes.vp", "VPSDE", {}),
+        "vp_cosine": ("diffkit.sdes.vp", "VPSDE", {"schedule": "cosine"}),
+        "vp_ddpm": ("diffkit.sdes.vp", "VPSDE", {"schedule": "ddpm"}),
         "ve": ("diffkit.sdes.ve", "VESDE", {}),
         "ve_edm": ("diffkit.sdes.ve", "VESDE", {"schedule": "edm"}),
         "cld": ("diffkit.sdes.cld", "CLDSDE", {}),
@@ -42,7 +44,7 @@ def _sde(name: str):
     return getattr(mod, cls)(**kwargs)
 
 
-SDES = ["vp", "ve", "ve_edm", "cld", "blur"]
+SDES = ["vp", "vp_cosine", "vp_ddpm", "ve", "ve_edm", "cld", "blur"]
 DATA_SHAPE = {"blur": (1, 4, 4)}
 
 
