@@ -227,3 +227,33 @@ def write_report(
     md_path = out_dir / f"{name}.md"
     md_path.write_text("\n".join(parts).rstrip() + "\n")
     return json_path, md_path
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_docs(doc: Path, out_dir: Path, names: Sequence[str]) -> None:
+    """Replace the text between ``START`` and ``END`` in ``doc`` by the ``<name>.md`` reports
+    found in ``out_dir`` (headings demoted one level)."""
+    text = Path(doc).read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{doc} needs the markers {START} and {END}")
+    parts = []
+    for name in names:
+        md = Path(out_dir) / f"{name}.md"
+        if md.exists():
+            parts.append(md.read_text().replace("\n## ", "\n### ").replace("## ", "### ", 1))
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    Path(doc).write_text(head + START + "\n\n" + "\n".join(parts).strip() + "\n\n" + END + tail)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description="Copy the latest benchmark reports into docs/benchmarks.md"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="reports directory")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    update_docs(args.doc, args.out, ["bench_startup", "bench_training", "bench_sampling"])
+    print(f"updated {args.doc}")
