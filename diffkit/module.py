@@ -25,7 +25,7 @@ from diffkit.losses.base import Loss, LossOutput
 from diffkit.samplers.base import Sampler, SampleResult
 from diffkit.sdes.base import LinearSDE
 
-__all__ = ["DiffusionModule", "step_generator"]
+__all__ = ["DiffusionModule", "SharedRef", "step_generator"]
 
 #: Number of equal-width time bins (fractions of ``T``) the training loss is also logged in.
 LOSS_TIME_BINS = 4
@@ -42,6 +42,16 @@ def step_generator(
 ) -> torch.Generator:
     """The generator of one optimiser step of one rank (``stream`` 0: training, 1: validation)."""
     return torch.Generator(device=device).manual_seed(_seed_from(seed, stream, rank, step))
+
+
+class SharedRef:
+    """A value that deep copies share instead of copying (``copy.deepcopy`` returns ``self``)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> SharedRef:
+        return self
 
 
 def _builtin(kind: str, name: str) -> Any:
@@ -113,7 +123,9 @@ class DiffusionModule(L.LightningModule):
 
         self.sde, self.loss, self.sampler = sde, loss, sampler
         self.data_shape, self.num_classes, self.seed = data_shape, num_classes, int(seed)
-        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        # Held by reference: deep copies (EMA's averaged module) share the factories, which
+        # may hold unpicklable state (jsonargparse builds them).
+        self._factories = SharedRef((optimizer, lr_scheduler))
         state_shape = tuple(sde.state_shape(data_shape))
         output_kind = getattr(loss, "output_kind", "state")
         self.spec = DenoiserSpec(
@@ -214,6 +226,24 @@ class DiffusionModule(L.LightningModule):
         loss = out.loss.mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=out.loss.shape[0], sync_dist=True)
         return loss
+
+    @property
+    def optimizer_factory(self) -> OptimizerCallable:
+        """The optimizer factory ``params -> Optimizer``."""
+        return self._factories.value[0]
+
+    @optimizer_factory.setter
+    def optimizer_factory(self, factory: OptimizerCallable) -> None:
+        self._factories = SharedRef((factory, self._factories.value[1]))
+
+    @property
+    def lr_scheduler_factory(self) -> LRSchedulerCallable | None:
+        """The scheduler factory ``optimizer -> LRScheduler`` or ``None``."""
+        return self._factories.value[1]
+
+    @lr_scheduler_factory.setter
+    def lr_scheduler_factory(self, factory: LRSchedulerCallable | None) -> None:
+        self._factories = SharedRef((self._factories.value[0], factory))
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -112,3 +112,37 @@ def test_non_finite_loss_stops_naming_step_batch_and_times(tmp_path: Path) -> No
     assert trainer.global_step == 2
     saved = sorted(p.name for p in tmp_path.glob("*.ckpt"))
     assert saved and all("step=3" not in name for name in saved), saved
+
+
+def test_deep_copies_share_the_optimizer_factory() -> None:
+    import copy
+
+    m = make(optimizer=functools.partial(torch.optim.SGD, lr=0.1))
+    c = copy.deepcopy(m)
+    assert c.optimizer_factory is m.optimizer_factory
+    assert c.net is not m.net
+    assert all(torch.equal(a, b) for a, b in zip(c.parameters(), m.parameters(), strict=True))
+
+
+def test_sampling_uses_the_ema_weights_when_an_ema_callback_is_present() -> None:
+    from diffkit.callbacks.ema import EMA
+
+    dm = GaussianMixtureDataModule(num_train=64, num_val=16, batch_size=16)
+    ema = EMA(decay=0.5)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        callbacks=[ema],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    m = make()
+    trainer.fit(m, dm)
+    averaged = ema.averaged_module()
+    assert averaged is not None and m.sampling_module() is averaged
+    g = functools.partial(torch.Generator().manual_seed, 0)
+    via_module = m.sample(8, generator=g()).x
+    direct = DDIM(5).sample(averaged.model, averaged.sde, (8, 2), generator=g()).x
+    assert torch.equal(via_module, direct)
