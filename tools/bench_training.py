@@ -33,6 +33,7 @@ import json
 import os
 import pstats
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,11 @@ class Runner:
         self.step = 0
         self.last_loss: float | None = None
 
+    def close(self) -> None:
+        """Remove the logger's directory (diffkit runs)."""
+        if getattr(self, "tmp", None):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
     def _stamp(self) -> None:
         self.wall.append(time.perf_counter())
         self.cpu.append(time.process_time())
@@ -298,6 +304,7 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         rss_built = _rss_mb()
         wall, _ = runner.run(cfg["steps"])
         peak = _peak_mb()
+        runner.close()
         return {
             "impl": cfg["impl"],
             "peak_rss_mb": peak,
@@ -321,6 +328,8 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                 prof.disable()
             this[impl] = {"wall": _rate(wall, cfg["warmup"]), "cpu": _rate(cpu, cfg["warmup"])}
         rounds.append(this)
+    for runner in runners.values():
+        runner.close()
     out: dict[str, Any] = {"rounds": rounds}
     if "diffkit" in runners:
         out["logged"] = runners["diffkit"].logged
