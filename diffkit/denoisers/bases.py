@@ -12,7 +12,10 @@ broadcast from scalars), mapped affinely onto the basis domain.
   ``h = (b - a) / (m - p)``, ``o_k = a - p h + k h`` for ``k = 0..m + p`` (``m + p + 1``
   knots, not BE24 eq. 17's floored step and ``m`` knots), by the Cox-de Boor recursion. The knots
   extend ``p`` intervals beyond each end, so ``B_0..B_{m-1}`` sum to one on ``[a, b]`` (the
-  endpoint ``b`` included) and vanish outside ``[a - p h, b + p h]``.
+  endpoint ``b`` included). Inputs outside ``[a, b]`` are clamped by default (``clamp=True``), a
+  constant extension; with ``clamp=False`` the splines decay to zero on ``[a - p h, b + p h]``
+  and vanish beyond (a denoiser then predicts 0 far out, which lets sampling trajectories that
+  leave the domain escape: the bench of ``tools/bench_denoisers.py`` showed it).
 
 Everything is computed in the input's dtype (float64 in the reference tests).
 """
@@ -69,10 +72,14 @@ class BSplineBasis(_Basis1D):
         lower: left end ``a``.
         upper: right end ``b``.
         degree: polynomial degree ``p`` (2 in TTDE).
+        clamp: clamp inputs to ``[lower, upper]`` (else the splines vanish outside).
     """
 
-    def __init__(self, size: int, lower: float, upper: float, degree: int = 2) -> None:
+    def __init__(
+        self, size: int, lower: float, upper: float, degree: int = 2, clamp: bool = True
+    ) -> None:
         super().__init__(size, lower, upper)
+        self.clamp = bool(clamp)
         if degree < 0 or size <= degree:
             raise ValueError(f"B-splines of degree {degree} need size > degree, got size {size}")
         self.degree = int(degree)
@@ -86,6 +93,8 @@ class BSplineBasis(_Basis1D):
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(B, d)`` -> ``(B, d, m)`` by Cox-de Boor on knots in units of ``h``."""
         p, m = self.degree, self.size
+        if self.clamp:
+            x = x.clamp(self.lower, self.upper)
         # knot coordinate: o_k corresponds to s = k
         s = ((x - self.lower) / self.step + p).unsqueeze(-1)
         k = torch.arange(m + p, dtype=x.dtype, device=x.device)

@@ -31,7 +31,11 @@ Design choices (justified):
   noise, so the chain neither explodes nor vanishes for large ``n``; the output core starts at
   ``init_std`` scale so the initial prediction is close to 0.
 * **Inputs.** Coordinates are expected roughly standardised (the Parameterization's ``c_in`` does
-  this), mapped from ``domain``; outside it Legendre inputs are clamped and B-splines vanish.
+  this), mapped from ``domain`` and clamped to it (a constant extension: B-splines that vanish
+  outside the domain predict 0 there, and reverse-time trajectories that leave it escape).
+* **Time domain.** ``time_domain`` is the range of the SDE's ``c_noise``: ``[0, 1]`` for vp
+  (linear, cosine) and cld (``t``), about ``[-1.2, 1.0]`` for ve (``ln(sigma) / 4``),
+  ``[-1, 999]`` for vp's ddpm schedule.
 
 Cores are ``nn.Parameter`` s trained with Adam; :meth:`TensorTrain.tt_cores` exports them as a
 ``tensorly`` TT (``tl.tt_to_tensor`` gives the dense coefficient tensor on tiny cases).
@@ -69,7 +73,7 @@ class TensorTrain(Denoiser):
         basis: ``bspline`` (degree ``degree``, TTDE) or ``legendre``.
         num_basis: functions per state coordinate ``m``.
         degree: B-spline degree.
-        domain: interval ``[a, b]`` of every (scaled) state coordinate.
+        domain: interval ``[a, b]`` of every (scaled) state coordinate (inputs are clamped).
         time: ``mode`` (extra TT mode) or ``embedding`` (BE24's additive embedding).
         time_basis: functions of the time mode.
         time_domain: range of ``c_noise`` mapped onto the time basis (clamped).
@@ -86,7 +90,7 @@ class TensorTrain(Denoiser):
         basis: Literal["bspline", "legendre"] = "bspline",
         num_basis: int = 8,
         degree: int = 2,
-        domain: tuple[float, float] = (-4.0, 4.0),
+        domain: tuple[float, float] = (-5.0, 5.0),
         time: Literal["mode", "embedding"] = "mode",
         time_basis: int = 8,
         time_domain: tuple[float, float] = (0.0, 1.0),

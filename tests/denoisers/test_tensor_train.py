@@ -44,7 +44,7 @@ def test_legendre_closed_forms_and_orthonormality() -> None:
 
 def test_bspline_closed_form_degree2_and_partition_of_unity() -> None:
     m, a, b = 7, -2.0, 3.0
-    basis = BSplineBasis(m, a, b, degree=2)
+    basis = BSplineBasis(m, a, b, degree=2, clamp=False)
     h = (b - a) / (m - 2)
     knots = basis.knots()
     assert knots.numel() == m + 3
@@ -67,6 +67,9 @@ def test_bspline_closed_form_degree2_and_partition_of_unity() -> None:
         phi[inside].sum(-1), torch.ones(int(inside.sum()), dtype=torch.float64), rtol=0, atol=1e-12
     )
     assert phi[(x < a - 2 * h) | (x > b + 2 * h)].abs().max() == 0
+    # default: clamped (constant extension)
+    clamped = BSplineBasis(m, a, b, degree=2)(torch.tensor([[a - 5.0], [b + 5.0]]).double())
+    torch.testing.assert_close(clamped, basis(torch.tensor([[a], [b]]).double()))
     # degree 1 gives hat functions
     hat = BSplineBasis(4, 0.0, 3.0, degree=1)(torch.tensor([[1.5]], dtype=torch.float64))[0, 0]
     torch.testing.assert_close(hat, torch.tensor([0.0, 0.5, 0.5, 0.0], dtype=torch.float64))

@@ -134,7 +134,7 @@ def _train_step(sde, loss, target: str, velocity_only: bool) -> None:
 
 @pytest.mark.parametrize("name", SDE_NAMES)
 @pytest.mark.parametrize("target", ["eps", "x0", "v", "score"])
-@pytest.mark.parametrize("weighting", ["uniform", "likelihood", "min_snr"])
+@pytest.mark.parametrize("weighting", ["uniform", "sigma2", "likelihood", "edm", "min_snr"])
 def test_dsm_training_step_or_refusal(name: str, target: str, weighting: str) -> None:
     sde = load_sde(name)
     loss = DenoisingScoreMatching(target=target, weighting=weighting)
