@@ -378,10 +378,19 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             continue
         tag = f"{r['model']} {r['sampler']} NFE {r['nfe']}"
-        goals.append(Goal(f"{tag}: diffkit / bare (CPU time)", r["cpu_ratio_vs_bare"], 1.05))
+        wall = f"wall-clock ratio {r['ratio_vs_bare']:.3f}"
+        goals.append(
+            Goal(f"{tag}: diffkit / bare (CPU time)", r["cpu_ratio_vs_bare"], 1.05, note=wall)
+        )
         if r.get("cpu_ratio_vs_diffusers") is not None:
+            wall = f"wall-clock ratio {r['ratio_vs_diffusers']:.3f}"
             goals.append(
-                Goal(f"{tag}: diffkit / diffusers (CPU time)", r["cpu_ratio_vs_diffusers"], 1.0)
+                Goal(
+                    f"{tag}: diffkit / diffusers (CPU time)",
+                    r["cpu_ratio_vs_diffusers"],
+                    1.0,
+                    note=wall,
+                )
             )
     prof = "" if args.quick or "resnet" not in nets else profile_diffkit(nets, "deis", 50)
     extra_md = ""

@@ -218,7 +218,9 @@ def write_report(
     parts += [markdown_table(rows, columns), ""]
     if goals:
         parts += [
-            markdown_table([g.as_dict() for g in goals], ["goal", "value", "limit", "status"]),
+            markdown_table(
+                [g.as_dict() for g in goals], ["goal", "value", "limit", "status", "note"]
+            ),
             "",
         ]
     if extra_md:
