@@ -57,3 +57,14 @@ def test_resnet_zero_init_and_time_dependence() -> None:
     assert torch.equal(net(u, torch.rand(3)), torch.zeros(3, 4))
     torch.nn.init.normal_(net.out.weight)
     assert not torch.allclose(net(u, torch.zeros(3)), net(u, torch.ones(3)))
+
+
+def test_lazy_package_exports_resolve() -> None:
+    import diffkit.denoisers as dn
+    import diffkit.losses as ls
+
+    for mod in (dn, ls):
+        for name in mod.__all__:
+            assert getattr(mod, name).__name__ == name
+    with pytest.raises(AttributeError):
+        _ = dn.NoSuchNet
