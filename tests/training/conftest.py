@@ -20,7 +20,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_module(data_shape=(2,), lr: float = 1e-3, scheduler: bool = False, seed: int = 0):
+def tiny_module(
+    data_shape=(2,), lr: float = 1e-3, scheduler: bool = False, seed: int = 0, optimizer=None
+):
     from diffkit.denoisers.resnet import ResNetMLP
     from diffkit.module import DiffusionModule
     from diffkit.samplers.ddim import DDIM
@@ -34,7 +36,7 @@ def tiny_module(data_shape=(2,), lr: float = 1e-3, scheduler: bool = False, seed
         functools.partial(ResNetMLP, width=32, depth=2, emb_dim=16),
         sampler=DDIM(steps=8),
         data_shape=data_shape,
-        optimizer=functools.partial(torch.optim.AdamW, lr=lr),
+        optimizer=optimizer or functools.partial(torch.optim.AdamW, lr=lr),
         lr_scheduler=sched,
         seed=seed,
     )

@@ -177,8 +177,7 @@ def test_gradient_clipping_by_norm_bounds_each_sgd_step(tmp_path, make_module, m
     import functools
 
     rec = StepRecorder()
-    module = make_module()
-    module.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.1)
+    module = make_module(optimizer=functools.partial(torch.optim.SGD, lr=0.1))
     dm = PoisonedMoons(bad_epoch=99, bad_batch=0)
     rec.params.append(torch.cat([p.detach().flatten().clone() for p in module.parameters()]))
     tr = make_trainer(
