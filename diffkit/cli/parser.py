@@ -9,6 +9,7 @@ reported like every user error: usage, one message, exit code 2, no traceback.
 from __future__ import annotations
 
 import re
+import sys
 from typing import NoReturn
 
 from jsonargparse import ArgumentParser
@@ -120,6 +121,12 @@ class ShortNameErrors:
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         explained = explain_unknown_names(message)
         super().error(explained if explained is not None else message, ex)  # type: ignore[misc]
+
+    def print_usage(self, file=None) -> None:
+        """One usage line: LightningCLI's full usage runs to dozens of lines and would bury the
+        error message under it (``--help`` still prints everything)."""
+        prog = self.prog.replace(" [options]", "")  # type: ignore[attr-defined]
+        (file or sys.stderr).write(f"usage: {prog} [options]\n")
 
 
 class ShortNameArgumentParser(ShortNameErrors, ArgumentParser):
