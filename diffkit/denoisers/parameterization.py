@@ -25,6 +25,10 @@ Options:
   is zero; the Prediction is flagged ``velocity_only`` so that conversions needing the position
   half refuse. With the Cholesky factor ``K = L_t``,
   ``s_v = -[K^{-T} (0, eps_v)]_v = -eps_v / L_vv``.
+* ``mixed_score=True`` (with ``velocity_only``; CLD-SGM's ``mixed_score``): the network learns a
+  residual on top of the analytic velocity score of the reference kernel,
+  ``s_v = -v / Sigma_vv(t) + s_v^net``, with ``Sigma_vv`` the training kernel's velocity
+  variance (initial variances ``(0, gamma M)``) [CLD, 2112.07068 §3.2; losses.md §7].
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class Parameterization(nn.Module):
         preconditioning: ``none`` or ``edm`` (scalar SDEs; requires ``target="x0"``).
         input_scaling: multiply the network input by ``c_in`` (see the module docstring).
         sigma_data: data standard deviation assumed by ``c_in`` and EDM preconditioning.
+        mixed_score: add the analytic ``-v / Sigma_vv(t)`` to the velocity score (CLD HSM).
     """
 
     def __init__(
@@ -89,6 +94,7 @@ class Parameterization(nn.Module):
         preconditioning: Preconditioning = "none",
         input_scaling: bool = True,
         sigma_data: float = 0.5,
+        mixed_score: bool = False,
     ) -> None:
         super().__init__()
         if target not in TARGETS:
@@ -116,6 +122,11 @@ class Parameterization(nn.Module):
                     f"velocity_only=True supports target 'eps' (velocity noise) or 'score' "
                     f"(velocity score), got {target!r}"
                 )
+        if mixed_score and not velocity_only:
+            raise ValueError(
+                "mixed_score=True adds an analytic velocity score and needs velocity_only=True "
+                "(CLD hybrid score matching, loss 'hsm')"
+            )
         if preconditioning == "edm":
             if not kernel_is_scalar(probe):
                 raise ValueError(
@@ -135,6 +146,7 @@ class Parameterization(nn.Module):
         self.preconditioning: Preconditioning = preconditioning
         self.input_scaling = bool(input_scaling)
         self.sigma_data = float(sigma_data)
+        self.mixed_score = bool(mixed_score)
 
     def net_dtype(self) -> torch.dtype:
         for p in self.net.parameters():
@@ -171,11 +183,16 @@ class Parameterization(nn.Module):
                 f"a velocity-only denoiser must return the velocity half {tuple(u_t[:, 1].shape)}, "
                 f"got {tuple(raw.shape)}; set spec.output_shape to the data shape"
             )
-        full = torch.stack([torch.zeros_like(raw), raw], dim=1)
-        if self.target == "score":
-            return full
-        score = -kernel.scale.T.solve(full)
-        return torch.stack([torch.zeros_like(raw), score[:, 1]], dim=1)
+        zero = torch.zeros_like(raw)
+        s_v = (
+            raw
+            if self.target == "score"
+            else (-kernel.scale.T.solve(torch.stack([zero, raw], 1)))[:, 1]
+        )
+        if self.mixed_score:
+            inv_var_v = LinearOp(1.0 / kernel.cov.coef[..., 1:, 1:], kernel.cov.basis)
+            s_v = s_v - inv_var_v.apply(u_t[:, 1].to(torch.float64)).to(s_v.dtype)
+        return torch.stack([zero, s_v], dim=1)
 
     def _edm(
         self,

@@ -57,6 +57,8 @@ class HybridScoreMatching(Loss):
         reduction: ``sum`` (CLD-SGM), ``mean`` or ``half_sum`` over the data dimensions.
         p_mean: mean of ``ln rho`` for ``log_normal``.
         p_std: standard deviation of ``ln rho`` for ``log_normal``.
+        mixed_score: the module wraps the network with CLD-SGM's mixed score
+            ``s_v = -v / Sigma_vv(t) + s_v^net`` (read by the module as ``loss.mixed_score``).
     """
 
     output_kind = "velocity"
@@ -70,6 +72,7 @@ class HybridScoreMatching(Loss):
         reduction: Reduction = "mean",
         p_mean: float = -1.2,
         p_std: float = 1.2,
+        mixed_score: bool = False,
     ) -> None:
         super().__init__()
         if target not in ("eps", "score"):
@@ -96,6 +99,7 @@ class HybridScoreMatching(Loss):
         self.t_min = float(t_min)
         self.reduction = reduction
         self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.mixed_score = bool(mixed_score)
         self._checked: set[int] = set()
 
     def check_sde(self, sde: LinearSDE) -> None:

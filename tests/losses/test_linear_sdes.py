@@ -237,3 +237,23 @@ def model_input(model: Parameterization, u, t):
     from diffkit.denoisers.parameterization import marginal_input_scale
 
     return marginal_input_scale(model.sde.kernel(t), model.sigma_data).apply(u)
+
+
+def test_mixed_score_adds_the_reference_velocity_score() -> None:
+    if "cld" not in BUILTINS["sde"]:
+        pytest.skip("cld not registered yet")
+    sde = load_sde("cld")
+    spec = DenoiserSpec((3,), (2, 3), (3,))
+    net = ResNetMLP(spec, width=8, depth=1).double()
+    torch.nn.init.normal_(net.out.weight)
+    plain = Parameterization(sde, net, "eps", velocity_only=True)
+    mixed = Parameterization(sde, net, "eps", velocity_only=True, mixed_score=True)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(6, 2, 3, generator=gen, dtype=torch.float64)
+    t = torch.rand(6, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+    var_v = sde.kernel(t).cov.coef[:, 1, 1]
+    ref = plain(u, t).score()[:, 1] - u[:, 1] / var_v[:, None]
+    torch.testing.assert_close(mixed(u, t).score()[:, 1], ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="velocity_only=True"):
+        Parameterization(sde, net, "eps", mixed_score=True)
+    assert HybridScoreMatching(mixed_score=True).mixed_score
