@@ -142,6 +142,10 @@ def _run(main: Any, argv: Sequence[str] | None) -> int:
 
 
 def _sample(argv: list[str]) -> int:
+    from torchmetrics import Metric
+
+    from diffkit.data.base import DiffusionDataModule
+
     parser = _parser("diffkit sample", "Draw samples from a diffkit checkpoint.")
     parser.add_argument("checkpoint", type=str, help="path of a .ckpt file")
     _add_sampling_args(parser)
@@ -149,6 +153,19 @@ def _sample(argv: list[str]) -> int:
         "--output", type=str, default="samples", help="output path stem (.pt and .png added)"
     )
     parser.add_argument("--nrow", type=int | None, default=None, help="images per grid row")
+    parser.add_argument(
+        "--metrics",
+        type=list[Metric] | None,
+        default=None,
+        help="metrics of the samples vs the run's held-out data (default: [sinkhorn] when the "
+        "run's config.yaml is found; '[]' for none)",
+    )
+    parser.add_argument(
+        "--data",
+        type=DiffusionDataModule | None,
+        default=None,
+        help="datamodule of the held-out data (default: from the run's config.yaml)",
+    )
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
     module = load_module(init.checkpoint, init.device)
@@ -178,6 +195,17 @@ def _sample(argv: list[str]) -> int:
         f"{type(sampler).__name__}: NFE {nfe}, wall time {seconds:.3f} s"
     )
     print(f"  samples: {tensor_path}" + (f"\n  picture: {picture}" if picture else ""))
+    metrics = init.metrics
+    if metrics is None:  # default: Sinkhorn to held-out data, when the run can be found
+        if init.data is None and find_run_config(init.checkpoint) is None:
+            return 0
+        from diffkit.metrics.wasserstein import Sinkhorn
+
+        metrics = [Sinkhorn()]
+    if metrics:
+        ref = held_out(init.checkpoint, init.data, x.shape[0], init.seed)
+        print(f"  vs {ref.shape[0]} held-out samples:")
+        print_results(compute_metrics(list(metrics), x, ref, module), x.shape[0])
     return 0
 
 
@@ -208,6 +236,52 @@ def datamodule_from_config(path: Path) -> Any:
     parser.add_argument("--data", type=DiffusionDataModule)
     parsed = parser.parse_object({"data": cfg["data"]})
     return _instantiate(parser, parsed).data
+
+
+def held_out(source: str | Path, data: Any, n: int, seed: int) -> torch.Tensor:
+    """``n`` held-out samples from ``data``, or from the datamodule of the run that wrote
+    ``source`` (its ``config.yaml``)."""
+    dm = data
+    if dm is None:
+        config = find_run_config(source)
+        if config is None:
+            raise CommandError(
+                f"no config.yaml found near '{source}'; give the held-out data with --data "
+                "(e.g. --data toy2d --data.dataset moons)"
+            )
+        dm = datamodule_from_config(config)
+    return dm.reference_samples(n, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def compute_metrics(
+    metrics: list[Any], x: torch.Tensor, ref: torch.Tensor, module: Any
+) -> dict[str, dict[str, float]]:
+    """Each metric of samples ``x`` against held-out ``ref`` (or of ``module`` on ``ref``)."""
+    results: dict[str, dict[str, float]] = {}
+    for metric in metrics:
+        name, i = getattr(metric, "name", type(metric).__name__.lower()), 2
+        base = name
+        while name in results:
+            name, i = f"{base}_{i}", i + 1
+        if getattr(metric, "inputs", "samples") == "data":
+            if module is None:
+                raise CommandError(f"metric '{name}' evaluates a model: give a checkpoint")
+            metric.bind(module.sde, module.model)
+            metric.update(ref)
+        else:
+            metric.update(x, ref)
+        out = metric.compute()
+        if not isinstance(out, dict):
+            out = {"value": out}
+        results[name] = {k: float(torch.as_tensor(v).double().mean()) for k, v in out.items()}
+    return results
+
+
+def print_results(results: dict[str, dict[str, float]], num_samples: int) -> None:
+    for name, res in results.items():
+        extra = ", ".join(f"{k}={v:.4g}" for k, v in res.items() if k not in ("value", "n"))
+        n = int(res.get("n", num_samples))
+        print(f"  {name:<12} {res['value']:.6g}  (n={n}{', ' + extra if extra else ''})")
 
 
 def _evaluate(argv: list[str]) -> int:
@@ -264,49 +338,19 @@ def _evaluate(argv: list[str]) -> int:
         if not isinstance(x, torch.Tensor):
             raise CommandError(f"source {init.source}: expected a tensor or a dict with 'x'")
 
-    dm = init.data
-    if dm is None:
-        where = init.source
-        config = find_run_config(where)
-        if config is None:
-            raise CommandError(
-                f"no config.yaml found near '{where}'; give the held-out data with --data "
-                "(e.g. --data toy2d --data.dataset moons)"
-            )
-        dm = datamodule_from_config(config)
-    n_ref = init.num_reference or x.shape[0]
-    ref = dm.reference_samples(n_ref, generator=torch.Generator().manual_seed(init.seed + 1))
+    ref = held_out(init.source, init.data, init.num_reference or x.shape[0], init.seed)
     if tuple(ref.shape[1:]) != tuple(x.shape[1:]):
         raise CommandError(
             f"samples have shape {tuple(x.shape[1:])} but the held-out data "
             f"{tuple(ref.shape[1:])}: evaluate against the datamodule the model was trained on"
         )
-
-    results: dict[str, dict[str, float]] = {}
-    for metric in metrics:
-        name, i = getattr(metric, "name", type(metric).__name__.lower()), 2
-        base = name
-        while name in results:
-            name, i = f"{base}_{i}", i + 1
-        if getattr(metric, "inputs", "samples") == "data":
-            if module is None:
-                raise CommandError(f"metric '{name}' evaluates a model: give a checkpoint")
-            metric.bind(module.sde, module.model)
-            metric.update(ref)
-        else:
-            metric.update(x, ref)
-        out = metric.compute()
-        if not isinstance(out, dict):
-            out = {"value": out}
-        results[name] = {k: float(torch.as_tensor(v).double().mean()) for k, v in out.items()}
+    n_ref = ref.shape[0]
+    results = compute_metrics(metrics, x, ref, module)
     header = f"diffkit evaluate: {x.shape[0]} samples vs {n_ref} held-out"
     if nfe is not None:
         header += f" (sampling NFE {nfe}, {seconds:.3f} s)"
     print(header)
-    for name, res in results.items():
-        extra = ", ".join(f"{k}={v:.4g}" for k, v in res.items() if k not in ("value", "n"))
-        n = int(res.get("n", x.shape[0]))
-        print(f"  {name:<12} {res['value']:.6g}  (n={n}{', ' + extra if extra else ''})")
+    print_results(results, x.shape[0])
     if init.json:
         payload = {"metrics": results, "num_samples": int(x.shape[0]), "nfe": nfe}
         Path(init.json).write_text(json.dumps(payload, indent=2))

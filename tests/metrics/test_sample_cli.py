@@ -58,6 +58,20 @@ def test_sample_writes_tensor_and_scatter(checkpoint: Path, tmp_path: Path, caps
     assert out.with_suffix(".png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "NFE 4" in printed and "wall time" in printed
+    # By default the samples are scored against the run's held-out data (its config.yaml);
+    # the printed value is the Sinkhorn metric (tested against POT in test_distances.py) of
+    # exactly these samples and that held-out set.
+    from diffkit.cli.sample_cmd import find_run_config, held_out
+
+    assert find_run_config(checkpoint) is not None
+    line = next(ln for ln in printed.splitlines() if ln.strip().startswith("sinkhorn"))
+    ref = held_out(checkpoint, None, 30, 0).double()
+    x = saved["x"].double()
+    from diffkit.metrics.wasserstein import Sinkhorn
+
+    metric = Sinkhorn()
+    metric.update(x, ref)
+    assert float(line.split()[1]) == pytest.approx(float(metric.compute()["value"]), rel=1e-5)
 
     # evaluate the sample file against the run's held-out data (config.yaml of the run)
     from diffkit.cli.sample_cmd import evaluate_main
