@@ -17,7 +17,7 @@ W2 to the data law is ``sqrt(sum_i (sqrt(lambda_i) - sqrt(c_i))^2)`` with ``c_i`
 variance of the data part (CLD: the position marginal). The predictor-corrector sampler is not
 linear (its Langevin step size uses batch norms) and is left out.
 
-Also reproduces the Pierret-Galerne table [PG, 2405.14250, Table 2] for EM, Euler and Heun on
+Also reproduces the Pierret-Galerne table [PG, 2405.14250, Table 2] for EM, EI, Euler and Heun on
 their grid (N grid points = N - 1 uniform steps from T to eps).
 
 Usage: ``python tools/bench_samplers.py --out DIR [--quick]``; writes ``samplers.json``,
@@ -43,6 +43,7 @@ from diffkit.samplers.base import Sampler
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
 from diffkit.samplers.euler_maruyama import EulerMaruyama
+from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.sdes.base import LinearSDE
@@ -182,6 +183,10 @@ PG_TABLE: dict[tuple[str, float], dict[int, tuple[float, float | None]]] = {
     ("em", 1e-5): {50: (4.77, None), 250: (0.65, None), 500: (0.31, None), 1000: (0.16, None)},
     ("em", 1e-3): {50: (4.67, None), 250: (0.69, None), 500: (0.39, None), 1000: (0.27, None)},
     ("em", 1e-2): {50: (4.56, None), 250: (1.69, None), 500: (1.50, None), 1000: (1.42, None)},
+    ("ei", 0.0): {50: (2.81, None), 250: (0.57, None), 500: (0.30, None), 1000: (0.16, None)},
+    ("ei", 1e-5): {50: (2.81, None), 250: (0.57, None), 500: (0.30, None), 1000: (0.16, None)},
+    ("ei", 1e-3): {50: (2.91, None), 250: (0.66, None), 500: (0.41, None), 1000: (0.28, None)},
+    ("ei", 1e-2): {50: (3.93, None), 250: (1.76, None), 500: (1.55, None), 1000: (1.45, None)},
     ("euler", 0.0): {50: (1.78, 1.72), 250: (0.44, 0.38), 500: (0.26, 0.19), 1000: (0.17, 0.10)},
     ("euler", 1e-3): {50: (1.78, 1.72), 250: (0.48, 0.42), 500: (0.32, 0.27), 1000: (0.25, 0.21)},
     ("euler", 1e-2): {50: (2.25, 2.21), 250: (1.43, 1.41), 500: (1.38, 1.37), 1000: (1.37, 1.36)},
@@ -199,6 +204,8 @@ def pg_sampler(scheme: str, n_points: int, eps: float) -> Sampler:
         return EulerMaruyama(n_points - 1, lam=1.0, **kw)
     if scheme == "euler":
         return EulerMaruyama(n_points - 1, lam=0.0, **kw)
+    if scheme == "ei":
+        return ExponentialIntegrator(n_points - 1, lam=1.0, **kw)
     return Heun(n_points - 1, correct_at_zero=True, **kw)
 
 
@@ -266,6 +273,7 @@ def make_sdes() -> dict[str, Callable[[], LinearSDE]]:
 SAMPLERS: dict[str, tuple[Callable[[int, str], Sampler], str, int, int]] = {
     "euler_maruyama": (lambda n, g: EulerMaruyama(n, grid=g, lam=1.0), "lam=1", 1, 1),
     "euler_ode": (lambda n, g: EulerMaruyama(n, grid=g, lam=0.0), "lam=0", 1, 1),
+    "ei": (lambda n, g: ExponentialIntegrator(n, grid=g, lam=1.0), "lam=1", 1, 1),
     "heun": (lambda n, g: Heun(n, grid=g), "pf-ode", 2, 2),
     "ddim": (lambda n, g: DDIM(n, grid=g), "eta=0", 1, 1),
     "ddim_eta1": (lambda n, g: DDIM(n, grid=g, eta=1.0), "eta=1", 1, 1),

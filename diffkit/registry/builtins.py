@@ -24,6 +24,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     "sampler": {
         "euler_maruyama": "diffkit.samplers.euler_maruyama:EulerMaruyama",
         "ddim": "diffkit.samplers.ddim:DDIM",
+        "ei": "diffkit.samplers.exponential_integrator:ExponentialIntegrator",
         "heun": "diffkit.samplers.heun:Heun",
         "deis": "diffkit.samplers.deis:DEIS",
         "gddim": "diffkit.samplers.gddim:GDDIM",

@@ -2,7 +2,7 @@
 
 Built-ins (registry short names): ``euler_maruyama`` (:mod:`.euler_maruyama`), ``heun``
 (:mod:`.heun`), ``ddim`` (:mod:`.ddim`), ``deis`` (:mod:`.deis`), ``gddim`` (:mod:`.gddim`),
-``pc`` (:mod:`.pc`). Every sampler is written against the
+``pc`` (:mod:`.pc`), ``ei`` (:mod:`.exponential_integrator`). Every sampler is written against the
 :class:`~diffkit.sdes.base.LinearSDE` / :class:`~diffkit.sdes.operators.LinearOp` interface
 only, so it runs on scalar (VP, VE), spectral (blurring) and 2x2-block (CLD) SDEs alike.
 Modules are imported on use (nothing heavy at ``import diffkit.samplers``).

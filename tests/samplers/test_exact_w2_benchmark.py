@@ -28,7 +28,16 @@ def bench():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("scheme", "eps"),
-    [("em", 0.0), ("em", 1e-3), ("euler", 0.0), ("euler", 1e-2), ("heun", 0.0), ("heun", 1e-3)],
+    [
+        ("em", 0.0),
+        ("em", 1e-3),
+        ("ei", 0.0),
+        ("ei", 1e-2),
+        ("euler", 0.0),
+        ("euler", 1e-2),
+        ("heun", 0.0),
+        ("heun", 1e-3),
+    ],
 )
 def test_pierret_galerne_table_at_50_points(bench, scheme: str, eps: float) -> None:
     """N = 50 grid points, CIFAR-10 spectrum, VP: every published cell within +-0.01."""
