@@ -145,6 +145,8 @@ class DiffusionModule(L.LightningModule):
             target=getattr(loss, "target", "eps"),
             velocity_only=output_kind == "velocity",
             preconditioning=getattr(loss, "preconditioning", "none"),
+            sigma_data=getattr(loss, "sigma_data", 0.5),
+            mixed_score=getattr(loss, "mixed_score", False),
         )
 
     def _save_plain_hyperparameters(self) -> None:

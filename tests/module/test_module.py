@@ -52,7 +52,14 @@ def test_velocity_loss_gives_velocity_output_shape() -> None:
 
     m = make(sde=CLDSDE(), loss=HybridScoreMatching(), sampler=None, data_shape=(2,))
     assert m.spec.state_shape == (2, 2) and m.spec.output_shape == (2,)
-    assert m.model.velocity_only
+    assert m.model.velocity_only and not m.model.mixed_score
+    # The loss's parameterisation options reach the score model.
+    mixed = make(
+        sde=CLDSDE(), loss=HybridScoreMatching(mixed_score=True), sampler=None, data_shape=(2,)
+    )
+    assert mixed.model.mixed_score
+    edm = make(loss=DenoisingScoreMatching(target="x0", preconditioning="edm", sigma_data=0.3))
+    assert edm.model.sigma_data == 0.3 and edm.model.preconditioning == "edm"
 
 
 def test_incompatible_parts_fail_at_construction_naming_the_part() -> None:
