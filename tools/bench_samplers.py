@@ -20,8 +20,20 @@ linear (its Langevin step size uses batch norms) and is left out.
 Also reproduces the Pierret-Galerne table [PG, 2405.14250, Table 2] for EM, EI, Euler and Heun on
 their grid (N grid points = N - 1 uniform steps from T to eps).
 
-Usage: ``python tools/bench_samplers.py --out DIR [--quick]``; writes ``samplers.json``,
-``samplers.md`` and ``samplers_w2.png`` to DIR.
+diffusers comparison (when diffusers is importable; benchmark-only extra ``bench``):
+DDIMScheduler, DPMSolverMultistepScheduler (DPM-Solver++ 2M, 3M, 2M Karras),
+DEISMultistepScheduler, UniPCMultistepScheduler, EulerDiscreteScheduler and
+HeunDiscreteScheduler on their discrete DDPM schedule (1000 betas linear 1e-4..0.02), driven by
+the exact eps-model of the CIFAR-10-spectrum Gaussian, against diffkit's samplers on
+``VPSDE(schedule="ddpm")`` (DDPM index i is diffkit time (i + 1) / 1000). With a linear
+eps-model every one of these schedulers is deterministic and linear in x and acts on each
+eigendirection separately, so one run on the all-ones vector (times ``init_noise_sigma``) gives
+the total linear map ``m_i`` per eigendirection and the output variance is ``m_i^2`` (start
+N(0, I)); the scheduler code runs unchanged (its float32 tables included).
+
+Usage: ``python tools/bench_samplers.py --out DIR [--quick] [--skip-pg] [--skip-diffusers |
+--only-diffusers]``; writes ``samplers.json``, ``samplers.md`` and ``samplers_w2.png`` to DIR
+(``--only-diffusers``: ``samplers_diffusers.{json,md}``).
 """
 
 from __future__ import annotations
@@ -351,6 +363,197 @@ def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bo
     return rows
 
 
+# ----------------------------------------------------------------------------- diffusers
+#: NFE budgets of the diffusers comparison.
+DDPM_NFES = [10, 20, 50, 100]
+
+#: label -> (diffusers class name, variant, order, extra config, NFE per step)
+DIFFUSERS: dict[str, tuple[str, str, int, dict, int]] = {
+    "ddim": ("DDIMScheduler", "eta=0 trailing", 1, {"timestep_spacing": "trailing"}, 1),
+    "dpm++2m": ("DPMSolverMultistepScheduler", "dpmsolver++ 2M", 2, {"solver_order": 2}, 1),
+    "dpm++3m": ("DPMSolverMultistepScheduler", "dpmsolver++ 3M", 3, {"solver_order": 3}, 1),
+    "dpm++2m_karras": (
+        "DPMSolverMultistepScheduler",
+        "dpmsolver++ 2M karras",
+        2,
+        {"solver_order": 2, "use_karras_sigmas": True},
+        1,
+    ),
+    "deis": ("DEISMultistepScheduler", "logrho 3", 3, {"solver_order": 3}, 1),
+    "unipc": ("UniPCMultistepScheduler", "bh2 2", 2, {"solver_order": 2}, 1),
+    "euler": ("EulerDiscreteScheduler", "euler", 1, {}, 1),
+    "heun": ("HeunDiscreteScheduler", "heun", 2, {}, 2),
+}
+
+#: diffkit samplers run on the ddpm-schedule VP SDE (names from SAMPLERS) and their grids.
+DDPM_DIFFKIT = ["ddim", "ei", "euler_ode", "heun", "deis_tab2", "deis_tab3", "deis_rhoab2"]
+#: (grid, t_min): t_min = 0 ends at alpha_bar = 1 like diffusers' final step; log_snr and edm
+#: need t_min > 0 and stop at DDPM index 0 (t = 1e-3), where diffusers' DEIS also stops.
+DDPM_GRIDS = [("uniform", 0.0), ("quadratic", 0.0), ("log_snr", 1e-3), ("edm", 1e-3)]
+
+
+def ddpm_alpha_bar() -> Tensor:
+    """DDPM's discrete ``alpha_bar_i``, i = 0..999 (betas linear 1e-4..0.02), float64."""
+    return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+
+
+class DiffusersEpsModel:
+    """Exact eps-model of ``N(0, diag lam)`` for a diffusers scheduler.
+
+    ``eps(x, t) = sqrt(1 - ab) x / (ab lam + 1 - ab)`` with ``x`` the VP-scaled model input
+    (what ``scale_model_input`` returns) and ``ab = 1 / (1 + sigma(t)^2)``, where ``sigma(t)``
+    interpolates ``sqrt((1 - ab_i) / ab_i)`` linearly in ``t`` (diffusers' rule for fractional
+    timesteps; exact at integer ones).
+    """
+
+    def __init__(self, lam: Tensor) -> None:
+        ab = ddpm_alpha_bar()
+        self.lam, self.sigmas = lam.reshape(-1), ((1 - ab) / ab).sqrt().numpy()
+        self.calls = 0
+
+    def __call__(self, x: Tensor, t) -> Tensor:
+        self.calls += 1
+        sig = float(np.interp(float(t), np.arange(1000), self.sigmas))
+        ab = 1.0 / (1.0 + sig**2)
+        return (math.sqrt(1 - ab) * x.to(torch.float64) / (ab * self.lam + 1 - ab)).to(x.dtype)
+
+
+def run_diffusers(label: str, nfe: int, lam: Tensor) -> dict:
+    """One scheduler at one NFE budget: its total linear map per eigendirection (the
+    scheduler is deterministic and linear in x for a linear eps-model), applied to N(0, I)."""
+    import diffusers
+
+    cls_name, variant, order, extra, per_step = DIFFUSERS[label]
+    cfg = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    cfg["beta_schedule"] = "linear"
+    if cls_name in ("DDIMScheduler", "HeunDiscreteScheduler"):
+        cfg["clip_sample"] = False
+    if cls_name == "DDIMScheduler":
+        cfg["set_alpha_to_one"] = True
+    sched = getattr(diffusers, cls_name)(**cfg, **extra)
+    steps = (nfe + 1) // 2 if per_step == 2 else nfe
+    sched.set_timesteps(steps)
+    model = DiffusersEpsModel(lam)
+    t0 = time.perf_counter()
+    x = torch.ones(1, lam.numel(), dtype=torch.float64) * float(sched.init_noise_sigma)
+    for t in sched.timesteps:
+        inp = sched.scale_model_input(x, t)
+        x = sched.step(model(inp, t), t, x).prev_sample
+    var = x.to(torch.float64)[0] ** 2  # start N(0, I) in VP space
+    return {
+        "data": "cifar10_ddpm",
+        "sde": "vp",
+        "sampler": f"diffusers:{cls_name}",
+        "label": label,
+        "variant": variant,
+        "order": order,
+        "grid": sched.config.timestep_spacing,
+        "t_min": 0.0,
+        "steps": steps,
+        "nfe_budget": nfe,
+        "nfe": model.calls,
+        "w2": w2_to_data(lam, var.reshape(-1, 1, 1)),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def run_ddpm_job() -> list[dict]:
+    """diffusers schedulers and diffkit samplers on the discrete DDPM schedule (same data)."""
+    from diffkit.sdes.vp import VPSDE
+
+    torch.set_num_threads(1)
+    lam = cifar_spectrum()
+    rows = []
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        print("diffusers is not importable: skipping the diffusers comparison", flush=True)
+        return rows
+    for label in DIFFUSERS:
+        for nfe in DDPM_NFES:
+            rows.append(run_diffusers(label, nfe, lam))
+    # diffkit on VPSDE(schedule="ddpm"): t = (i + 1) / 1000 is DDPM index i, so diffusers'
+    # trailing grid 999, 899, ... plus the final step to alpha_bar = 1 is the uniform grid 1 -> 0.
+    for grid, t_min in DDPM_GRIDS:
+        sde = VPSDE(beta_min=0.1, beta_max=20.0, schedule="ddpm", t_min=t_min)
+        modes = Modes(sde, (lam.numel(),))
+        model = LinearGaussianScore(sde, data_cov(sde, lam))
+        start = torch.ones(modes.n, 1, 1, dtype=torch.float64)
+        for name in DDPM_DIFFKIT:
+            factory, variant, order, per_step = SAMPLERS[name]
+            for nfe in DDPM_NFES:
+                steps = max(nfe // per_step, 1)
+                t0 = time.perf_counter()
+                out, used = propagate(factory(steps, grid), sde, model, start, modes)
+                rows.append(
+                    {
+                        "data": "cifar10_ddpm",
+                        "sde": "vp",
+                        "sampler": name,
+                        "label": name,
+                        "variant": variant,
+                        "order": order,
+                        "grid": grid,
+                        "t_min": t_min,
+                        "steps": steps,
+                        "nfe_budget": nfe,
+                        "nfe": used,
+                        "w2": w2_to_data(lam, out),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+    print("cifar10_ddpm (diffusers comparison) done", flush=True)
+    return rows
+
+
+def ddpm_markdown(rows: list[dict]) -> str:
+    """Tables of the diffusers comparison (all rows, then best of each side per NFE)."""
+    if not rows:
+        return "## diffusers comparison\n\nSkipped: diffusers is not importable.\n"
+    out = ["## diffusers comparison: CIFAR-10 spectrum, discrete DDPM schedule", ""]
+    out.append("Start N(0, I); exact eps; W2 to the data (cells: W2 (NFE)). diffusers")
+    out.append("schedulers with their defaults (DDIM: trailing spacing); diffkit samplers on")
+    out.append("`VPSDE(schedule='ddpm')`, t_min 0 on uniform (= diffusers' trailing grid) and")
+    out.append("quadratic grids, t_min 1e-3 (DDPM index 0) on log_snr and edm grids.")
+    out.append("")
+    out.append("| sampler | variant | grid | " + " | ".join(str(n) for n in DDPM_NFES) + " |")
+    out.append("|---" * (len(DDPM_NFES) + 3) + "|")
+    keys = []
+    for r in rows:
+        k = (r["sampler"], r["variant"], r["grid"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        cells = [r for r in rows if (r["sampler"], r["variant"], r["grid"]) == k]
+        cells = sorted(cells, key=lambda r: r["nfe_budget"])
+        out.append(
+            f"| {k[0]} | {k[1]} | {k[2]} | "
+            + " | ".join(f"{r['w2']:.3g} ({r['nfe']})" for r in cells)
+            + " |"
+        )
+    out.append("")
+    out.append("Best per NFE budget (Heun-type rows use NFE budget - 1 or budget):")
+    out.append("")
+    out.append("| NFE | best diffkit | W2 | best diffusers | W2 | ratio diffkit/diffusers |")
+    out.append("|---|---|---|---|---|---|")
+    for n in DDPM_NFES:
+        best = {}
+        for side, pick in (("diffkit", False), ("diffusers", True)):
+            cand = [
+                r
+                for r in rows
+                if r["sampler"].startswith("diffusers:") == pick and r["nfe_budget"] == n
+            ]
+            best[side] = min(cand, key=lambda r: r["w2"])
+        a, b = best["diffkit"], best["diffusers"]
+        out.append(
+            f"| {n} | {a['label']} ({a['grid']}, {a['nfe']}) | {a['w2']:.4g} | "
+            f"{b['label']} ({b['variant']}, {b['nfe']}) | {b['w2']:.4g} | "
+            f"{a['w2'] / b['w2']:.3f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows: list[dict], pg: list[dict], nfes: list[int]) -> str:
     out = ["# Sampler benchmark: exact W2 on Gaussian data", ""]
     out.append("W2 to the data law N(0, diag lambda), exact (covariance propagation of the real")
@@ -435,12 +638,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer NFEs and samplers")
     parser.add_argument("--skip-pg", action="store_true", help="skip the Pierret-Galerne table")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--skip-diffusers", action="store_true", help="skip the diffusers comparison"
+    )
+    parser.add_argument(
+        "--only-diffusers",
+        action="store_true",
+        help="run only the diffusers comparison (writes samplers_diffusers.{json,md})",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.only_diffusers:
+        ddpm = run_ddpm_job()
+        (args.out / "samplers_diffusers.json").write_text(json.dumps({"rows": ddpm}, indent=1))
+        (args.out / "samplers_diffusers.md").write_text(ddpm_markdown(ddpm))
+        print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
+        return
     nfes = [10, 20, 50] if args.quick else [10, 20, 50, 100, 250, 1000]
     grids = ["uniform", "quadratic"]
-    t0 = time.perf_counter()
     jobs = [
         (sde_name, data_name, grid, nfes, args.quick)
         for sde_name in make_sdes()
@@ -450,19 +667,26 @@ def main(argv: list[str] | None = None) -> None:
     jobs.sort(key=lambda j: j[0] != "cld")  # longest first
     rows: list[dict] = []
     pg: list[dict] = []
+    ddpm: list[dict] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(run_job, *job) for job in jobs[:2]]
         pg_future = None if args.skip_pg else pool.submit(reproduce_pg, cifar_spectrum())
+        ddpm_future = None if args.skip_diffusers else pool.submit(run_ddpm_job)
         futures += [pool.submit(run_job, *job) for job in jobs[2:]]
         for fut in futures:
             rows.extend(fut.result())
         if pg_future is not None:
             pg = pg_future.result()
             print(f"PG table: largest |diff| = {max(r['abs_diff'] for r in pg):.4f}", flush=True)
+        if ddpm_future is not None:
+            ddpm = ddpm_future.result()
     (args.out / "samplers.json").write_text(
-        json.dumps({"rows": rows, "pierret_galerne": pg}, indent=1)
+        json.dumps({"rows": rows + ddpm, "pierret_galerne": pg}, indent=1)
     )
-    (args.out / "samplers.md").write_text(markdown(rows, pg, nfes))
+    text = markdown(rows, pg, nfes)
+    if not args.skip_diffusers:
+        text += "\n" + ddpm_markdown(ddpm)
+    (args.out / "samplers.md").write_text(text)
     plot(rows, args.out / "samplers_w2.png")
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
 
