@@ -6,7 +6,8 @@ seeded by (seed, rank, step), so the 2-rank run sees the same data batches as th
 (rank r gets rows r, r+2, ... of the global batch) but different (t, eps). Its trajectory is
 therefore a different-noise realisation of the same training. The test states the tolerance
 against the natural spread: the DDP result must be as close to the single-process result as a
-single-process run with another noise seed is (measured: ratio ~1, see docs/distributed.md).
+single-process run with another noise seed is (measured: 0.289 vs 0.286 while training moved
+the weights by 1.17; see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ model:
   seed: {seed}
 data:
   class_path: toy2d
-  init_args: {{dataset: moons, num_train: 1024, num_val: 64, batch_size: {batch_size}}}
+  init_args: {{dataset: moons, num_train: 4096, num_val: 64, batch_size: {batch_size}}}
 trainer:
   accelerator: cpu
   devices: {devices}
@@ -59,7 +60,7 @@ def test_ddp_two_cpu_ranks_train_like_one_process(tmp_path, fit_cli, monkeypatch
     # diffkit.callbacks.run_summary.run_directory calls the collective `trainer.log_dir` on rank 0
     # only; reported to the lead.)
     wandb = f"{{class_path: WandbLogger, init_args: {{save_dir: '{tmp_path}', offline: true}}}}"
-    ddp_cfg = _config(tmp_path, "ddp", logger=wandb, seed=0, batch_size=32, devices=2)
+    ddp_cfg = _config(tmp_path, "ddp", logger=wandb, seed=0, batch_size=128, devices=2)
     env = {
         **os.environ,
         "WANDB_MODE": "offline",
@@ -85,14 +86,14 @@ def test_ddp_two_cpu_ranks_train_like_one_process(tmp_path, fit_cli, monkeypatch
     # Both ranks ran in their own process, in a world of 2, for every step.
     assert ranks[0]["pid"] != ranks[1]["pid"]
     assert all(r["world_size"] == 2 and r["global_step"] == 32 for r in ranks)
-    assert all(r["sizes"] == [32] * 32 for r in ranks)
+    assert all(r["sizes"] == [128] * 32 for r in ranks)
     # Gradients were all-reduced: the replicas end with identical weights.
     assert torch.equal(ranks[0]["params"], ranks[1]["params"])
 
     monkeypatch.syspath_prepend(str(SUPPORT))
     single = {}
     for seed in (0, 1):
-        cfg = _config(tmp_path, f"single{seed}", seed=seed, batch_size=64, devices=1)
+        cfg = _config(tmp_path, f"single{seed}", seed=seed, batch_size=256, devices=1)
         fit_cli(tmp_path / f"single{seed}_run", config=cfg)
         single[seed] = torch.load(tmp_path / f"single{seed}" / "rank0.pt", weights_only=True)
     # Same global batches: the two ranks' batch sums add up to the single process's.
