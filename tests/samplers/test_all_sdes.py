@@ -19,6 +19,7 @@ from diffkit.samplers.ddim import DDIM, ddim_coefficients
 from diffkit.samplers.deis import DEIS
 from diffkit.samplers.euler_maruyama import EulerMaruyama
 from diffkit.samplers.exponential import exponential_coefficients
+from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.factors import noise_factor
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
@@ -59,6 +60,7 @@ def _data_cov(sde, scale: float = 0.5) -> LinearOp:
 
 SAMPLERS = {
     "em": lambda: EulerMaruyama(6),
+    "ei": lambda: ExponentialIntegrator(6, lam=0.7),
     "ddim": lambda: DDIM(6, eta=0.5),
     "heun": lambda: Heun(6, grid="quadratic"),
     "deis_tab": lambda: DEIS(6, order=2),

@@ -11,6 +11,7 @@ from diffkit.samplers.base import CountingModel
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
 from diffkit.samplers.euler_maruyama import EulerMaruyama
+from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.samplers.pc import PredictorCorrector
@@ -20,6 +21,7 @@ from diffkit.sdes.vp import VPSDE
 SAMPLERS = {
     "em": lambda: EulerMaruyama(7),
     "em_denoise": lambda: EulerMaruyama(7, denoise_final=True),
+    "ei": lambda: ExponentialIntegrator(7),
     "ddim": lambda: DDIM(7, eta=0.5),
     "heun": lambda: Heun(7),
     "heun_t0": lambda: Heun(7, grid="quadratic", t_min=0.0),
