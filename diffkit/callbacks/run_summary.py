@@ -34,12 +34,15 @@ def run_directory(trainer: L.Trainer) -> Path:
     if cached is not None:
         return Path(cached)
     path = None
+    wandb = wandb_logger(trainer)
+    # ``trainer.log_dir`` is itself a broadcast: read it on every rank, never under rank 0 only
+    # (a rank-0-only read puts the ranks one collective apart and hangs DDP).
+    log_dir = trainer.log_dir if wandb is None else None
     if trainer.is_global_zero:
-        wandb = wandb_logger(trainer)
         if wandb is not None:
             path = str(Path(wandb.experiment.dir).parent)  # <run>/files -> <run>
-        elif trainer.log_dir is not None:
-            path = str(trainer.log_dir)
+        elif log_dir is not None:
+            path = str(log_dir)
         else:
             path = str(trainer.default_root_dir)
         Path(path).mkdir(parents=True, exist_ok=True)

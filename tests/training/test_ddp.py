@@ -56,9 +56,7 @@ def _config(tmp_path: Path, name: str, logger: str = "false", **fields) -> Path:
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_two_cpu_ranks_train_like_one_process(tmp_path, fit_cli, monkeypatch):
-    # W&B offline, as users run it. (With `logger: false` the run currently hangs in DDP:
-    # diffkit.callbacks.run_summary.run_directory calls the collective `trainer.log_dir` on rank 0
-    # only; reported to the lead.)
+    # W&B offline, as users run it (the single-process reference below runs without a logger).
     wandb = f"{{class_path: WandbLogger, init_args: {{save_dir: '{tmp_path}', offline: true}}}}"
     ddp_cfg = _config(tmp_path, "ddp", logger=wandb, seed=0, batch_size=128, devices=2)
     env = {
