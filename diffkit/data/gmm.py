@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffkit.data.base import DiffusionDataModule
+from diffkit.data.shuffle import epoch_shuffle
 
 __all__ = ["EpochShuffle", "GaussianMixtureDataModule", "TensorDictDataset", "diamond_means"]
 
@@ -200,7 +201,7 @@ class GaussianMixtureDataModule(DiffusionDataModule):
         return DataLoader(
             self.split(name),
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(self.split(name)), self.seed) if shuffle else None,
+            sampler=epoch_shuffle(self.split(name), self.seed, self.trainer) if shuffle else None,
             drop_last=shuffle,
             collate_fn=collate_dict,
         )
