@@ -10,16 +10,17 @@ linear SDE::
 
 (``Q`` follows from ``Psi(s, tau) = Psi(s, t) Psi(t, tau)`` and ``Sigma_t = Psi(t, s) Sigma_s
 Psi(t, s)^T + Sigma_{t|s}``.) ``D`` is computed once per (SDE, grid) by Gauss-Legendre
-quadrature on the operators' coefficient tensors (exact up to round-off for smooth schedules;
-for VP it is ``2 (alpha_s / alpha_t - 1)``, for VE ``sigma_t^2 - sigma_s^2``). With VP and
-``lam = 1`` this is Pierret-Galerne's EI scheme ``x_s = e^{dB} x_t + 2 (e^{dB} - 1) s +
-sqrt(e^{2 dB} - 1) z``. Uses only ``G G^T score``, so CLD models that know only the velocity
-score run too. Freezing the score (rather than eps, as DDIM/DEIS do) is worse near ``t = 0``
-on real data [DEIS, 2204.13902].
+quadrature on the operators' coefficient tensors (16-64 nodes per step by the step count;
+exact up to round-off for smooth schedules): for VP it is ``2 (alpha_s / alpha_t - 1)``, for
+VE ``sigma_t^2 - sigma_s^2``. With VP and ``lam = 1`` this is Pierret-Galerne's EI scheme
+``x_s = e^{dB} x_t + 2 (e^{dB} - 1) s + sqrt(e^{2 dB} - 1) z``. Uses only ``G G^T score``, so
+CLD models that know only the velocity score run too. Freezing the score (rather than eps, as
+DDIM/DEIS do) is worse near ``t = 0`` on real data [DEIS, 2204.13902].
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,18 +38,22 @@ __all__ = ["ExponentialIntegrator", "ei_coefficients"]
 
 
 def ei_coefficients(
-    sde: LinearSDE, times: Tensor, lam: float, *, nodes: int = 64, chunk: int = 32
+    sde: LinearSDE, times: Tensor, lam: float, *, nodes: int | None = None, chunk: int = 32
 ) -> dict[str, LinearOp]:
     """Per-step operators (float64, one row per step) of ``u_s = A u_t + B score + C z``.
 
     Args:
         times: decreasing grid ``(N + 1,)``.
         lam: stochasticity (``C`` is omitted for ``lam = 0``).
-        nodes: Gauss-Legendre nodes per step for ``D``.
+        nodes: Gauss-Legendre nodes per step for ``D`` (default ``clamp(3200 / N, 16, 64)``:
+            relative error <= 1e-10 against 128 nodes on VE, CLD and the stiffest case,
+            blurring's high frequencies, for N >= 20 steps on uniform and quadratic grids).
         chunk: steps integrated at once (bounds memory for per-frequency SDEs).
     """
     times = times.to(torch.float64)
     t, s = times[:-1], times[1:]
+    if nodes is None:
+        nodes = max(16, min(64, math.ceil(3200 / len(t))))
     gx, gw = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(nodes))
     parts, basis = [], None
     for a in range(0, len(t), chunk):
