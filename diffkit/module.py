@@ -96,6 +96,7 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self._bins: Tensor | None = None  # (sums, counts) of the loss per t-bin, this epoch
         self._save_plain_hyperparameters()
         from diffkit.denoisers.parameterization import Parameterization
 
@@ -184,7 +185,11 @@ class DiffusionModule(L.LightningModule):
         bs = out.loss.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
         self._log_binned(out)
-        if self._trainer is not None and self.trainer.optimizers:
+        if (
+            self._trainer is not None
+            and self.trainer.optimizers
+            and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
+        ):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("train/lr", float(lr), on_step=True, on_epoch=False, batch_size=bs)
         for key, value in out.logs.items():
@@ -192,28 +197,35 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def _log_binned(self, out: LossOutput) -> None:
-        frac = (out.t.detach().double() / float(self.sde.T)).clamp(0.0, 1.0)
+        """Accumulate per-sample losses in ``LOSS_TIME_BINS`` bins of t (no host sync); the
+        bin means are logged once per epoch by :meth:`on_train_epoch_end`."""
+        frac = (out.t.detach() / float(self.sde.T)).clamp(0.0, 1.0)
         idx = (frac * LOSS_TIME_BINS).long().clamp(max=LOSS_TIME_BINS - 1)
-        per = out.loss.detach().float()
-        sums = torch.zeros(LOSS_TIME_BINS, device=per.device).index_add_(0, idx, per)
-        counts = torch.bincount(idx, minlength=LOSS_TIME_BINS)
-        for b in range(LOSS_TIME_BINS):
-            n = int(counts[b])
+        per = out.loss.detach().to(torch.float64)
+        if self._bins is None or self._bins.device != per.device:
+            self._bins = torch.zeros(2, LOSS_TIME_BINS, dtype=torch.float64, device=per.device)
+        self._bins[0].index_add_(0, idx, per)
+        self._bins[1].index_add_(0, idx, torch.ones_like(per))
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's loss per t-bin (sums and counts reduced over ranks)."""
+        if self._bins is None:
+            return
+        bins = self._bins
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bins = self.trainer.strategy.reduce(bins.clone(), reduce_op="sum")
+        sums, counts = bins.tolist()
+        self._bins = None
+        for b, (total, n) in enumerate(zip(sums, counts, strict=True)):
             if n:
                 lo, hi = b / LOSS_TIME_BINS, (b + 1) / LOSS_TIME_BINS
-                self.log(
-                    f"train/loss_t[{lo:.2f}-{hi:.2f}]",
-                    sums[b] / n,
-                    on_step=False,
-                    on_epoch=True,
-                    batch_size=n,
-                )
+                self.log(f"train/loss_t[{lo:.2f}-{hi:.2f}]", total / n, rank_zero_only=True)
 
     def _raise_if_not_finite(self, loss: Tensor, t: Tensor, batch_idx: int) -> None:
-        bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=loss.device)
+        bad = (~torch.isfinite(loss.detach())).to(torch.float32)  # one host sync below
         if self._trainer is not None and self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce(bad, reduce_op="sum")  # every rank raises together
-        if float(bad) > 0:
+        if bad.item() > 0:
             tt = t.detach().double()
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
