@@ -76,6 +76,15 @@ CASES: list[Case] = [
         images=True,
         needs_image_folder=True,
     ),
+    Case(
+        "unet_shapes16",
+        "unet_small",
+        "generated shapes, resized to 3x16x16",
+        "unet_images.yaml",
+        overrides=["--data.image_size", "16"],
+        images=True,
+        needs_image_folder=True,
+    ),
 ]
 
 
@@ -198,6 +207,9 @@ def run_case(case: Case, *, budget: float, n: int, quick: bool, workdir: Path) -
         "ratio_before_after": before / after if after > 0 else float("inf"),
         "after_over_floor": after / floor if floor > 0 else float("inf"),
         "finite": finite,
+        "sample_std_after": float(x1.double().std()),
+        "sample_absmax_after": float(x1.double().abs().max()),
+        "data_std": float(ref_a.double().std()),
         "train_seconds": train_seconds,
         "train_steps": steps,
         "train_epochs": epochs,
