@@ -168,7 +168,8 @@ class LinearSDE(nn.Module, abc.ABC):
     def check_time(self, t: Tensor | float, name: str = "t") -> None:
         """Raise ``ValueError`` when any time lies outside ``[0, T]``."""
         tt = as_time(t)
-        if tt.numel() and (tt.min() < 0 or tt.max() > self.T * (1 + 1e-12)):
+        # One fused comparison and a single host sync: this runs at every kernel evaluation.
+        if bool(((tt < 0) | (tt > self.T * (1 + 1e-12))).any()):
             raise ValueError(
                 f"{name} must lie in [0, T] = [0, {self.T}] for {type(self).__name__}; got values "
                 f"in [{tt.min().item():.4g}, {tt.max().item():.4g}]"

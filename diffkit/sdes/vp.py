@@ -153,9 +153,10 @@ class VPSDE(LinearSDE):
 
     def kernel(self, t: Tensor | float) -> GaussianKernel:
         self.check_time(t)
-        sigma = self.sigma(t)
+        log_alpha = self.log_alpha(t)  # once: alpha and sigma both derive from it
+        sigma = (-torch.expm1(2.0 * log_alpha)).sqrt()
         return GaussianKernel(
-            mean_op=LinearOp.scalar(self.alpha(t)),
+            mean_op=LinearOp.scalar(log_alpha.exp()),
             cov=LinearOp.scalar(sigma**2),
             scale=LinearOp.scalar(sigma),
         )
