@@ -148,6 +148,7 @@ class DiffusionModule(L.LightningModule):
             preconditioning=getattr(loss, "preconditioning", "none"),
             sigma_data=getattr(loss, "sigma_data", 0.5),
             mixed_score=getattr(loss, "mixed_score", False),
+            residual=getattr(loss, "residual", "none"),
         )
 
     def _save_plain_hyperparameters(self) -> None:

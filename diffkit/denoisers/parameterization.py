@@ -43,9 +43,10 @@ from diffkit.prediction import TARGETS, Prediction, Target, broadcast_time
 from diffkit.sdes.base import GaussianKernel, LinearSDE
 from diffkit.sdes.operators import LinearOp
 
-__all__ = ["Parameterization", "Preconditioning"]
+__all__ = ["Parameterization", "Preconditioning", "Residual", "gaussian_prediction"]
 
 Preconditioning = Literal["none", "edm"]
+Residual = Literal["none", "gaussian"]
 
 
 def kernel_is_scalar(kernel: GaussianKernel) -> bool:
@@ -69,6 +70,47 @@ def marginal_input_scale(kernel: GaussianKernel, sigma_data: float) -> LinearOp:
     return LinearOp(torch.diag_embed(diag), var.basis)
 
 
+def gaussian_prediction(
+    sde: LinearSDE, u_t: Tensor, t: Tensor, kernel: GaussianKernel, target: str, sigma_data: float
+) -> Tensor:
+    """Exact ``target`` (``eps`` | ``x0`` | ``score``) of data ``N(0, sigma_data^2 I)`` at
+    ``(u_t, t)``, float64 ``(B, *state)`` (see the module docstring, ``residual``).
+
+    ``kernel`` is the SDE's training kernel at ``t``; the marginal uses the point kernel (the
+    SDE's ``point_kernel`` if it defines one) and, for ``block = 2`` states, the initial
+    velocity variance ``sde.velocity_variance``.
+    """
+    point = getattr(sde, "point_kernel", None)
+    pk = point(t) if callable(point) else kernel
+    a = pk.mean_op
+    if sde.block == 1:
+        c0 = LinearOp.scalar(torch.full((1,), sigma_data**2, dtype=torch.float64, device=t.device))
+    else:
+        vvar = getattr(sde, "velocity_variance", None)
+        if vvar is None:
+            raise ValueError(
+                f"residual='gaussian' on {type(sde).__name__} (block = {sde.block}) needs the "
+                "SDE's 'velocity_variance'; use residual='none'"
+            )
+        c0 = LinearOp.block(
+            torch.diag(torch.tensor([sigma_data**2, float(vvar)], dtype=torch.float64)).to(
+                t.device
+            )[None]
+        )
+    cov = a @ c0 @ a.T + pk.cov
+    u = u_t.to(torch.float64)
+    score = -cov.solve(u)
+    if target == "score":
+        return score
+    if target == "eps":
+        return -kernel.scale.T.apply(score)
+    if target == "x0":
+        return kernel.mean_op.solve(u + kernel.cov.apply(score))
+    raise ValueError(
+        f"residual='gaussian' is defined for targets 'eps', 'x0' and 'score', got {target!r}"
+    )
+
+
 class Parameterization(nn.Module):
     """A score model built from a raw network.
 
@@ -82,6 +124,8 @@ class Parameterization(nn.Module):
         input_scaling: multiply the network input by ``c_in`` (see the module docstring).
         sigma_data: data standard deviation assumed by ``c_in`` and EDM preconditioning.
         mixed_score: add the analytic ``-v / Sigma_vv(t)`` to the velocity score (CLD HSM).
+        residual: ``none`` or ``gaussian``: the network output is a residual over the exact
+            prediction for ``N(0, sigma_data^2 I)`` data (targets ``eps``, ``x0``, ``score``).
     """
 
     def __init__(
@@ -95,6 +139,7 @@ class Parameterization(nn.Module):
         input_scaling: bool = True,
         sigma_data: float = 0.5,
         mixed_score: bool = False,
+        residual: Residual = "none",
     ) -> None:
         super().__init__()
         if target not in TARGETS:
@@ -139,8 +184,30 @@ class Parameterization(nn.Module):
                     f"preconditioning='edm' predicts x0 (D = c_skip x + c_out F): set target='x0', "
                     f"got target={target!r}"
                 )
+        if residual not in ("none", "gaussian"):
+            raise ValueError(
+                f"Parameterization.residual must be 'none' or 'gaussian', got {residual!r}"
+            )
+        if residual == "gaussian":
+            if target not in ("eps", "x0", "score"):
+                raise ValueError(
+                    f"residual='gaussian' is defined for targets 'eps', 'x0' and 'score', got "
+                    f"target={target!r}: change the target or set residual='none'"
+                )
+            if velocity_only:
+                raise ValueError(
+                    "residual='gaussian' needs a full-state network; velocity_only=True (CLD "
+                    "hybrid score matching, loss 'hsm') is not supported: use loss 'dsm' or "
+                    "residual='none'"
+                )
+            if preconditioning != "none":
+                raise ValueError(
+                    "residual='gaussian' cannot be combined with preconditioning='edm' (whose "
+                    "c_skip term is already a Gaussian skip): set one of them to 'none'"
+                )
         self.sde = sde
         self.net = net
+        self.residual: Residual = residual
         self.target: Target = target
         self.velocity_only = bool(velocity_only)
         self.preconditioning: Preconditioning = preconditioning
@@ -175,6 +242,9 @@ class Parameterization(nn.Module):
                 f"the denoiser returned shape {tuple(raw.shape)} for states {tuple(u_t.shape)}; "
                 "its spec.output_shape must equal the state shape for a full-state target"
             )
+        if self.residual == "gaussian":
+            base = gaussian_prediction(self.sde, u_t, t, kernel, self.target, self.sigma_data)
+            raw = raw + base.to(raw.dtype)
         return Prediction(u_t, t, raw, kernel, self.target)
 
     def _velocity_to_score(self, raw: Tensor, u_t: Tensor, kernel: GaussianKernel) -> Tensor:

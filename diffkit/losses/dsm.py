@@ -88,6 +88,10 @@ class DenoisingScoreMatching(Loss):
             shared). EDM's recipe is ``target=x0, weighting=edm, time_sampling=log_normal,
             preconditioning=edm``; its effective objective is an unweighted MSE on the raw
             network output (``lambda c_out^2 = 1``).
+        residual: ``none`` or ``gaussian``: the module makes the network predict the residual
+            over the exact prediction for ``N(0, sigma_data^2 I)`` data under the SDE's kernel
+            (targets ``eps``, ``x0``, ``score``; see
+            :mod:`diffkit.denoisers.parameterization`). ``sigma_data`` is shared.
     """
 
     def __init__(
@@ -102,8 +106,22 @@ class DenoisingScoreMatching(Loss):
         p_mean: float = -1.2,
         p_std: float = 1.2,
         preconditioning: Literal["none", "edm"] = "none",
+        residual: Literal["none", "gaussian"] = "none",
     ) -> None:
         super().__init__()
+        if residual not in ("none", "gaussian"):
+            raise ValueError(f"dsm.residual must be 'none' or 'gaussian', got {residual!r}")
+        if residual == "gaussian" and target not in ("eps", "x0", "score"):
+            raise ValueError(
+                "dsm.residual='gaussian' is defined for targets 'eps', 'x0' and 'score' (the "
+                f"exact Gaussian prediction), got target={target!r}: change dsm.target or set "
+                "dsm.residual='none'"
+            )
+        if residual == "gaussian" and preconditioning != "none":
+            raise ValueError(
+                "dsm.residual='gaussian' cannot be combined with dsm.preconditioning='edm': "
+                "set one of them to 'none'"
+            )
         if preconditioning not in ("none", "edm"):
             raise ValueError(
                 f"dsm.preconditioning must be 'none' or 'edm', got {preconditioning!r}"
@@ -143,6 +161,7 @@ class DenoisingScoreMatching(Loss):
         self.min_snr_gamma = float(min_snr_gamma)
         self.p_mean, self.p_std = float(p_mean), float(p_std)
         self.preconditioning = preconditioning
+        self.residual = residual
         self._checked: set[int] = set()
 
     # ------------------------------------------------------------------ validation

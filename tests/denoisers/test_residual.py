@@ -1,0 +1,113 @@
+"""Gaussian residual parameterisation: a zero network is the exact score model of
+N(0, sigma_data^2 I) data (against diffkit.sdes.exact), on scalar, blurring and CLD kernels."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from diffkit.data.gmm import GaussianMixtureDataModule
+from diffkit.denoisers.base import Denoiser, DenoiserSpec
+from diffkit.denoisers.parameterization import Parameterization, gaussian_prediction
+from diffkit.denoisers.resnet import ResNetMLP
+from diffkit.losses.dsm import DenoisingScoreMatching
+from diffkit.module import DiffusionModule
+from diffkit.samplers.ddim import DDIM
+from diffkit.sdes.blur import BlurSDE
+from diffkit.sdes.cld import CLDSDE
+from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.ve import VESDE
+from diffkit.sdes.vp import VPSDE
+
+SIGMA_DATA = 0.7
+
+
+class Zero(Denoiser):
+    """A network that outputs zeros of its output shape (float64)."""
+
+    def __init__(self, spec: DenoiserSpec) -> None:
+        super().__init__(spec)
+        self.p = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, u, c_noise, cond=None):
+        return torch.zeros(u.shape[0], *self.spec.output_shape, dtype=torch.float64) * self.p
+
+
+def cases():
+    return {
+        "vp": (VPSDE(), (3,)),
+        "ve": (VESDE(), (3,)),
+        "blur": (BlurSDE(image_size=4), (1, 4, 4)),
+        "cld": (CLDSDE(kernel="dsm"), (2,)),
+    }
+
+
+@pytest.mark.parametrize("name", ["vp", "ve", "blur", "cld"])
+@pytest.mark.parametrize("target", ["eps", "x0", "score"])
+def test_zero_network_is_the_exact_gaussian_score_model(name: str, target: str) -> None:
+    sde, data_shape = cases()[name]
+    state_shape = sde.state_shape(data_shape)
+    spec = DenoiserSpec(data_shape, state_shape, state_shape)
+    model = Parameterization(sde, Zero(spec), target, residual="gaussian", sigma_data=SIGMA_DATA)
+    exact = ExactScoreModel(Gaussian(torch.zeros(data_shape), SIGMA_DATA**2), sde, target)
+    gen = torch.Generator().manual_seed(0)
+    b = 16
+    t_lo = max(float(getattr(sde, "t_min", 0.0)), 1e-3)
+    t = t_lo + (sde.T - t_lo) * torch.rand(b, generator=gen, dtype=torch.float64)
+    t[0], t[1] = sde.T, t_lo
+    u = 3.0 * torch.randn(b, *state_shape, generator=gen, dtype=torch.float64)
+    p, q = model(u, t), exact(u, t)
+    scale = q.raw.abs().max()
+    assert scale > 1e-3
+    torch.testing.assert_close(p.raw, q.raw, rtol=1e-10, atol=1e-10 * float(scale))
+    torch.testing.assert_close(p.score(), q.score(), rtol=1e-9, atol=1e-9)
+
+
+def test_scalar_vp_closed_form() -> None:
+    sde = VPSDE()
+    t = torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64)
+    u = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    k = sde.kernel(t)
+    alpha, sigma = k.mean_op.coef[:, 0, 0, None], k.scale.coef[:, 0, 0, None]
+    eps = gaussian_prediction(sde, u, t, k, "eps", SIGMA_DATA)
+    expected = sigma * u / (alpha**2 * SIGMA_DATA**2 + sigma**2)
+    torch.testing.assert_close(eps, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_training_step_through_module_with_dsm_residual() -> None:
+    tiny = functools.partial(ResNetMLP, width=16, depth=1, emb_dim=8)
+    args = {"sde": VPSDE(), "denoiser": tiny, "sampler": DDIM(5)}
+    m = DiffusionModule(loss=DenoisingScoreMatching(residual="gaussian"), **args)
+    base = DiffusionModule(loss=DenoisingScoreMatching(), **args)
+    base.load_state_dict(m.state_dict())
+    assert m.model.residual == "gaussian" and base.model.residual == "none"
+    batch = {"x": GaussianMixtureDataModule().reference_samples(32)}
+    loss = m.training_step(batch, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in m.net.parameters())
+    # same weights: the two score models differ by exactly the Gaussian eps
+    u = torch.randn(8, 2, generator=torch.Generator().manual_seed(2))
+    t = torch.linspace(0.05, 1.0, 8, dtype=torch.float64)
+    with torch.no_grad():
+        diff = m.model(u, t).eps().double() - base.model(u, t).eps().double()
+    k = m.sde.kernel(t)
+    gauss = gaussian_prediction(m.sde, u, t, k, "eps", 0.5)
+    torch.testing.assert_close(diff, gauss, rtol=1e-5, atol=1e-5)
+
+
+def test_refusals_name_field_and_fix() -> None:
+    with pytest.raises(ValueError, match=r"dsm\.residual='gaussian'.*target='v'.*residual='none'"):
+        DenoisingScoreMatching(target="v", residual="gaussian")
+    with pytest.raises(ValueError, match=r"dsm\.residual"):
+        DenoisingScoreMatching(residual="laplace")
+    with pytest.raises(ValueError, match="preconditioning"):
+        DenoisingScoreMatching(target="x0", preconditioning="edm", residual="gaussian")
+    spec = DenoiserSpec((2,), (2, 2), (2,))
+    with pytest.raises(ValueError, match=r"velocity_only.*residual='none'"):
+        Parameterization(CLDSDE(), Zero(spec), "eps", velocity_only=True, residual="gaussian")
+    spec = DenoiserSpec((2,), (2,), (2,))
+    with pytest.raises(ValueError, match=r"target='v'.*residual='none'"):
+        Parameterization(VPSDE(), Zero(spec), "v", residual="gaussian")
