@@ -138,6 +138,28 @@ class Sampler(abc.ABC):
             return self.noise_source(u)
         return torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
 
+    def run_affine(
+        self,
+        model: CountingModel,
+        u: Tensor,
+        plan: SamplerPlan,
+        feature: Callable[[Prediction, int], Tensor],
+        *,
+        generator: torch.Generator | None,
+        on_step: Callable[[int, Tensor], None],
+    ) -> Tensor:
+        """The one-step loop ``u <- A_i u + B_i f(pred_i) [+ C_i z_i]`` of samplers whose step is
+        affine in the state and one model quantity ``f`` (eps, score, ...); ``C`` (noise) is used
+        when the plan has it."""
+        ops = {k: cast_op(v, u) for k, v in plan.coefs.items() if k in ("A", "B", "C")}
+        for i in range(len(plan.times) - 1):
+            f = feature(model(u, step_time(plan.times, i, u)), i).to(u.dtype)
+            u = ops["A"][i].apply(u) + ops["B"][i].apply(f)
+            if "C" in ops:
+                u = u + ops["C"][i].apply(self.noise(u, generator))
+            on_step(i, u)
+        return u
+
     # ------------------------------------------------------------------ interface
     def check_sde(self, sde: LinearSDE) -> None:
         """Raise ``ValueError`` when this sampler is undefined for ``sde`` (with what to use)."""

@@ -24,13 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffkit.prediction import Prediction
 from diffkit.samplers.base import (
     CountingModel,
     Sampler,
     SamplerPlan,
-    cast_op,
     require_full_score,
-    step_time,
 )
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.operators import LinearOp
@@ -114,14 +113,8 @@ class DDIM(Sampler):
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        ops = {k: cast_op(v, u) for k, v in plan.coefs.items()}
-        for i in range(len(plan.times) - 1):
-            pred = model(u, step_time(plan.times, i, u))
+        def eps(pred: Prediction, i: int) -> Tensor:
             require_full_score(pred, "ddim")
-            eps = pred.eps().to(u.dtype)
-            u = ops["A"][i].apply(u) + ops["B"][i].apply(eps)
-            if "C" in ops:
-                z = self.noise(u, generator)
-                u = u + ops["C"][i].apply(z)
-            on_step(i, u)
-        return u
+            return pred.eps()
+
+        return self.run_affine(model, u, plan, eps, generator=generator, on_step=on_step)

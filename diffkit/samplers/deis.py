@@ -29,9 +29,16 @@ from diffkit.samplers.base import (
 from diffkit.samplers.exponential import Variant, exponential_coefficients
 from diffkit.samplers.factors import FactorKind, has_factor, noise_factor
 from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import GridKind
 
-__all__ = ["DEIS", "run_multistep"]
+__all__ = ["DEIS", "factor_rows", "run_multistep"]
+
+
+def factor_rows(plan: SamplerPlan) -> list[LinearOp] | None:
+    """The plan's per-step eps factors ``K`` as single-row operators, or ``None`` (kernel scale)."""
+    k = plan.coefs.get("K")
+    return None if k is None else [k[i] for i in range(k.n)]
 
 
 def run_multistep(
@@ -39,15 +46,15 @@ def run_multistep(
     u: Tensor,
     plan: SamplerPlan,
     *,
-    factor_ops: Any,
     name: str,
     on_step: Callable[[int, Tensor], None],
 ) -> Tensor:
     """The multistep loop ``u_s = A u_t + sum_j C_j eps_{i-j}`` shared by DEIS and gDDIM.
 
-    ``factor_ops`` is ``None`` (eps against the kernel's scale) or the factor ``K`` at every
-    grid time (one row per time) against which eps is formed as ``-K^T score``.
+    eps is formed against the kernel's scale, or against the plan's factor table ``K`` (one row
+    per grid time) as ``-K^T score`` when the plan has one (see :func:`factor_rows`).
     """
+    factor_ops = factor_rows(plan)
     c = plan.coefs
     A = cast_op(c["A"], u)
     C = [cast_op(op, u) for op in c["C"]]
@@ -135,6 +142,4 @@ class DEIS(Sampler):
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        k = plan.coefs.get("K")
-        factor_ops = None if k is None else [k[i] for i in range(k.n)]
-        return run_multistep(model, u, plan, factor_ops=factor_ops, name="deis", on_step=on_step)
+        return run_multistep(model, u, plan, name="deis", on_step=on_step)

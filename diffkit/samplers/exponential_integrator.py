@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.samplers.base import CountingModel, Sampler, SamplerPlan, cast_op, step_time
+from diffkit.samplers.base import CountingModel, Sampler, SamplerPlan
 from diffkit.samplers.ddim import psd_cholesky
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.operators import LinearOp
@@ -125,12 +125,6 @@ class ExponentialIntegrator(Sampler):
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        ops = {k: cast_op(v, u) for k, v in plan.coefs.items()}
-        for i in range(len(plan.times) - 1):
-            score = model(u, step_time(plan.times, i, u)).score().to(u.dtype)
-            u = ops["A"][i].apply(u) + ops["B"][i].apply(score)
-            if "C" in ops:
-                z = self.noise(u, generator)
-                u = u + ops["C"][i].apply(z)
-            on_step(i, u)
-        return u
+        return self.run_affine(
+            model, u, plan, lambda pred, i: pred.score(), generator=generator, on_step=on_step
+        )

@@ -27,16 +27,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffkit.prediction import Prediction
 from diffkit.samplers.base import (
     CountingModel,
     Sampler,
     SamplerPlan,
-    cast_op,
     require_full_score,
-    step_time,
 )
 from diffkit.samplers.ddim import psd_cholesky
-from diffkit.samplers.deis import run_multistep
+from diffkit.samplers.deis import factor_rows, run_multistep
 from diffkit.samplers.exponential import Variant, exponential_coefficients
 from diffkit.samplers.factors import noise_factor
 from diffkit.sdes.base import LinearSDE
@@ -179,16 +178,12 @@ class GDDIM(Sampler):
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        k = plan.coefs.get("K")
-        factors = None if k is None else [k[i] for i in range(k.n)]
         if self.lam == 0:
-            return run_multistep(model, u, plan, factor_ops=factors, name="gddim", on_step=on_step)
-        A, B, C = (cast_op(plan.coefs[n], u) for n in ("A", "B", "C"))
-        for i in range(len(plan.times) - 1):
-            pred = model(u, step_time(plan.times, i, u))
+            return run_multistep(model, u, plan, name="gddim", on_step=on_step)
+        factors = factor_rows(plan)
+
+        def eps_r(pred: Prediction, i: int) -> Tensor:
             require_full_score(pred, "gddim")
-            eps = (pred.eps() if factors is None else pred.eps(factors[i])).to(u.dtype)
-            z = self.noise(u, generator)
-            u = A[i].apply(u) + B[i].apply(eps) + C[i].apply(z)
-            on_step(i, u)
-        return u
+            return pred.eps() if factors is None else pred.eps(factors[i])
+
+        return self.run_affine(model, u, plan, eps_r, generator=generator, on_step=on_step)
