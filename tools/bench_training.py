@@ -111,7 +111,8 @@ class _ImageData:
         from torch.utils.data import DataLoader
 
         from diffkit.data.base import DiffusionDataModule
-        from diffkit.data.gmm import EpochShuffle, TensorDictDataset, collate_dict
+        from diffkit.data.gmm import TensorDictDataset, collate_dict
+        from diffkit.data.shuffle import epoch_shuffle
 
         class RandomImages(DiffusionDataModule):
             def __init__(self, n: int, batch_size: int) -> None:
@@ -125,7 +126,7 @@ class _ImageData:
                 return DataLoader(
                     self.dataset,
                     batch_size=self.batch_size,
-                    sampler=EpochShuffle(len(self.dataset), 0),
+                    sampler=epoch_shuffle(self.dataset, 0, self.trainer),
                     drop_last=True,
                     collate_fn=collate_dict,
                 )

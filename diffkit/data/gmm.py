@@ -14,12 +14,12 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from diffkit.data.base import DiffusionDataModule
 from diffkit.data.shuffle import epoch_shuffle
 
-__all__ = ["EpochShuffle", "GaussianMixtureDataModule", "TensorDictDataset", "diamond_means"]
+__all__ = ["GaussianMixtureDataModule", "TensorDictDataset", "diamond_means"]
 
 Preset = Literal["diamond", "ring", "random"]
 _SPLITS = {"train": 0, "val": 1, "test": 2, "reference": 3, "means": 4}
@@ -57,24 +57,6 @@ class TensorDictDataset(Dataset):
 def collate_dict(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The batch is already collated by :meth:`TensorDictDataset.__getitems__`."""
     return batch
-
-
-class EpochShuffle(Sampler[int]):
-    """A permutation of ``range(n)`` determined by ``(seed, epoch)``; Lightning calls
-    :meth:`set_epoch`, so a run resumed at an epoch boundary sees the same order."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class GaussianMixtureDataModule(DiffusionDataModule):
