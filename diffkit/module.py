@@ -8,7 +8,6 @@ global step)``, so a resumed run draws exactly the noise and times of an uninter
 
 from __future__ import annotations
 
-import functools
 import importlib
 import warnings
 from collections.abc import Callable
@@ -315,7 +314,7 @@ class DiffusionModule(L.LightningModule):
             generator = torch.Generator(device=device).manual_seed(self.seed)
         model: Any = module.model
         if cond is not None:
-            model = functools.partial(module.model, cond=cond.to(device))
+            model = module.model.conditioned(cond.to(device))
         was_training = module.training
         module.eval()
         try:

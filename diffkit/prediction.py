@@ -25,7 +25,7 @@ from torch import Tensor
 from diffkit.sdes.base import GaussianKernel
 from diffkit.sdes.operators import LinearOp
 
-__all__ = ["TARGETS", "Prediction", "ScoreModel", "Target"]
+__all__ = ["TARGETS", "GridScoreModel", "Prediction", "ScoreModel", "Target", "on_grid"]
 
 Target = Literal["eps", "x0", "v", "score"]
 TARGETS: tuple[str, ...] = ("eps", "x0", "v", "score")
@@ -132,6 +132,39 @@ class ScoreModel(Protocol):
     """``model(u_t, t) -> Prediction``; ``u_t``: ``(B, *state)``, ``t``: ``(B,)``."""
 
     def __call__(self, u_t: Tensor, t: Tensor) -> Prediction: ...
+
+
+class GridScoreModel(Protocol):
+    """``grid_model(u_t, i) -> Prediction`` at the ``i``-th time of a fixed grid (0 = data)."""
+
+    def __call__(self, u_t: Tensor, i: int) -> Prediction: ...
+
+
+def on_grid(model: ScoreModel, times: Tensor) -> GridScoreModel:
+    """``model`` evaluated on the grid ``times`` ``(N + 1,)`` float64 (samplers' fast path).
+
+    A model with an ``on_grid(times)`` method (e.g. :class:`~diffkit.denoisers.parameterization.
+    Parameterization`, which precomputes its kernel and conditioning once per grid) provides its
+    own; any other score model is called as ``model(u_t, times[i])`` with the time broadcast over
+    the batch.
+    """
+    method = getattr(model, "on_grid", None)
+    if callable(method):
+        return method(times)
+    return _TimeIndexed(model, times)
+
+
+class _TimeIndexed:
+    """A plain score model on a grid: ``model(u_t, times[i].expand(B))``."""
+
+    def __init__(self, model: ScoreModel, times: Tensor) -> None:
+        self.model, self.times = model, times
+        self._rows: tuple[torch.device, tuple[Tensor, ...]] | None = None
+
+    def __call__(self, u_t: Tensor, i: int) -> Prediction:
+        if self._rows is None or self._rows[0] != u_t.device:
+            self._rows = (u_t.device, self.times.to(u_t.device).unbind())
+        return self.model(u_t, self._rows[1][i].expand(u_t.shape[0]))
 
 
 def broadcast_time(t: Tensor | float, batch: int, device: torch.device | None = None) -> Tensor:

@@ -12,6 +12,12 @@
 3. ``c_noise = sde.noise_condition(t)`` (or ``log(rho) / 4`` under EDM preconditioning);
 4. the raw output is returned as a :class:`~diffkit.prediction.Prediction` in ``target``.
 
+Everything that depends on ``t`` alone (kernel, ``c_in``, ``c_noise``, the residual's operator,
+EDM's coefficients) is a :class:`Conditioning`: built per call from ``t`` ``(B,)`` in
+:meth:`Parameterization.forward`, or once per sampler grid by :meth:`Parameterization.on_grid`
+(Python floats for scalar kernels), after which a sampler step costs the network call and a
+few tensor operations. Both paths run :meth:`Parameterization.evaluate`.
+
 Options:
 
 * ``preconditioning="edm"`` (scalar kernels only): ``D(x~; rho) = c_skip x~ + c_out F(c_in x~;
@@ -33,7 +39,10 @@ Options:
 
 from __future__ import annotations
 
-from typing import Literal
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +52,14 @@ from diffkit.prediction import TARGETS, Prediction, Target, broadcast_time
 from diffkit.sdes.base import GaussianKernel, LinearSDE
 from diffkit.sdes.operators import LinearOp
 
-__all__ = ["Parameterization", "Preconditioning", "Residual", "gaussian_prediction"]
+__all__ = [
+    "Conditioning",
+    "Parameterization",
+    "Preconditioning",
+    "Residual",
+    "gaussian_operator",
+    "gaussian_prediction",
+]
 
 Preconditioning = Literal["none", "edm"]
 Residual = Literal["none", "gaussian"]
@@ -70,15 +86,17 @@ def marginal_input_scale(kernel: GaussianKernel, sigma_data: float) -> LinearOp:
     return LinearOp(torch.diag_embed(diag), var.basis)
 
 
-def gaussian_prediction(
-    sde: LinearSDE, u_t: Tensor, t: Tensor, kernel: GaussianKernel, target: str, sigma_data: float
-) -> Tensor:
-    """Exact ``target`` (``eps`` | ``x0`` | ``score``) of data ``N(0, sigma_data^2 I)`` at
-    ``(u_t, t)``, float64 ``(B, *state)`` (see the module docstring, ``residual``).
+def gaussian_operator(
+    sde: LinearSDE, t: Tensor, kernel: GaussianKernel, target: str, sigma_data: float
+) -> LinearOp:
+    """The linear map ``u_t -> `` exact ``target`` (``eps`` | ``x0`` | ``score``) of data
+    ``N(0, sigma_data^2 I)`` at ``t``, float64, one row per time (see the module docstring,
+    ``residual``).
 
-    ``kernel`` is the SDE's training kernel at ``t``; the marginal uses the point kernel (the
-    SDE's ``point_kernel`` if it defines one) and, for ``block = 2`` states, the initial
-    velocity variance ``sde.velocity_variance``.
+    ``kernel`` is the SDE's training kernel at ``t``; the marginal covariance ``C`` uses the point
+    kernel (the SDE's ``point_kernel`` if it defines one) and, for ``block = 2`` states, the
+    initial velocity variance ``sde.velocity_variance``. Then ``score = -C^{-1} u``,
+    ``eps = K^T C^{-1} u`` and ``x0 = A^{-1} (I - Sigma C^{-1}) u``.
     """
     point = getattr(sde, "point_kernel", None)
     pk = point(t) if callable(point) else kernel
@@ -97,18 +115,60 @@ def gaussian_prediction(
                 t.device
             )[None]
         )
-    cov = a @ c0 @ a.T + pk.cov
-    u = u_t.to(torch.float64)
-    score = -cov.solve(u)
+    precision = (a @ c0 @ a.T + pk.cov).inv()
     if target == "score":
-        return score
+        return -precision
     if target == "eps":
-        return -kernel.scale.T.apply(score)
+        return kernel.scale.T @ precision
     if target == "x0":
-        return kernel.mean_op.solve(u + kernel.cov.apply(score))
+        eye = LinearOp.scalar(torch.ones(1, dtype=torch.float64, device=t.device), k=sde.block)
+        return kernel.mean_op.inv() @ (eye - kernel.cov @ precision)
     raise ValueError(
         f"residual='gaussian' is defined for targets 'eps', 'x0' and 'score', got {target!r}"
     )
+
+
+def gaussian_prediction(
+    sde: LinearSDE, u_t: Tensor, t: Tensor, kernel: GaussianKernel, target: str, sigma_data: float
+) -> Tensor:
+    """Exact ``target`` of data ``N(0, sigma_data^2 I)`` at ``(u_t, t)``, float64
+    ``(B, *state)``: :func:`gaussian_operator` applied to ``u_t``."""
+    op = gaussian_operator(sde, t, kernel, target, sigma_data)
+    return op.apply(u_t.to(torch.float64))
+
+
+Coefficient = float | Tensor | LinearOp
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What :class:`Parameterization` computes from the time alone, for one evaluation.
+
+    Built per call from ``t`` ``(B,)`` (scalar coefficients as ``(B, 1, ..., 1)`` tensors) or
+    once per grid time by :meth:`Parameterization.on_grid` (scalar coefficients as Python floats,
+    operators as single-row :class:`LinearOp`).
+
+    Attributes:
+        t: ``(B,)`` or 0-d float64.
+        kernel: the SDE's kernel at ``t`` (``B`` rows, or one row that broadcasts).
+        c_noise: the network's noise input, ``(B,)`` or 0-d, in the network's dtype.
+        c_in: input scale (``None``: none); applied in the network's dtype.
+        residual: linear map ``u_t ->`` the Gaussian residual's base prediction (float64).
+        skip, out: EDM's ``D = skip u_t + out F`` (``skip = c_skip / alpha``), else ``None``.
+    """
+
+    t: Tensor
+    kernel: GaussianKernel
+    c_noise: Tensor
+    c_in: Coefficient | None = None
+    residual: Coefficient | None = None
+    skip: float | Tensor | None = None
+    out: float | Tensor | None = None
+
+
+def _scale(c: Coefficient, x: Tensor) -> Tensor:
+    """``c x`` for a number, a broadcastable tensor or an operator."""
+    return c.apply(x) if isinstance(c, LinearOp) else x * c
 
 
 class Parameterization(nn.Module):
@@ -214,6 +274,8 @@ class Parameterization(nn.Module):
         self.input_scaling = bool(input_scaling)
         self.sigma_data = float(sigma_data)
         self.mixed_score = bool(mixed_score)
+        # Per-grid conditioning tables: (id(times), device, dtype) -> (weakref(times), rows).
+        self._grid_tables: dict[tuple, tuple[weakref.ref, list[Conditioning]]] = {}
 
     def net_dtype(self) -> torch.dtype:
         for p in self.net.parameters():
@@ -221,31 +283,157 @@ class Parameterization(nn.Module):
                 return p.dtype
         return torch.float32
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deep-copy without the per-grid tables (rebuilt on use)."""
+        state = self.__dict__.copy()
+        state["_grid_tables"] = {}
+        return state
+
+    # ------------------------------------------------------------------ evaluation
     def forward(self, u_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
         """``u_t``: ``(B, *state)``; ``t``: ``(B,)`` (or a number) -> :class:`Prediction`."""
+        t = broadcast_time(t, u_t.shape[0], u_t.device)
+        return self.evaluate(u_t, self.conditioning(t, self.net_dtype(), u_t.dim() - 1), cond)
+
+    def evaluate(self, u_t: Tensor, c: Conditioning, cond: Tensor | None = None) -> Prediction:
+        """The prediction at ``u_t`` ``(B, *state)`` under precomputed conditioning ``c``."""
         b = u_t.shape[0]
-        t = broadcast_time(t, b, u_t.device)
-        kernel = self.sde.kernel(t)
-        dtype = self.net_dtype()
-        if self.preconditioning == "edm":
-            return self._edm(u_t, t, kernel, cond, dtype)
-        x_in = u_t
-        if self.input_scaling:
-            x_in = marginal_input_scale(kernel, self.sigma_data).apply(u_t.to(torch.float64))
-        c_noise = self.sde.noise_condition(t).to(device=u_t.device, dtype=dtype)
-        raw = self.net(x_in.to(dtype), c_noise, cond)
+        x_in = u_t.to(c.c_noise.dtype)
+        if c.c_in is not None:
+            x_in = _scale(c.c_in, x_in)
+        raw = self.net(x_in, c.c_noise.expand(b), cond)
+        t = c.t.expand(b)
         if self.velocity_only:
-            raw = self._velocity_to_score(raw, u_t, kernel)
-            return Prediction(u_t, t, raw, kernel, "score", velocity_only=True)
+            raw = self._velocity_to_score(raw, u_t, c.kernel)
+            return Prediction(u_t, t, raw, c.kernel, "score", velocity_only=True)
         if raw.shape != u_t.shape:
             raise ValueError(
                 f"the denoiser returned shape {tuple(raw.shape)} for states {tuple(u_t.shape)}; "
                 "its spec.output_shape must equal the state shape for a full-state target"
             )
+        if c.skip is not None:  # EDM: D = c_skip u / alpha + c_out F
+            d = u_t.to(raw.dtype) * c.skip + raw * c.out
+            return Prediction(u_t, t, d.to(u_t.dtype), c.kernel, "x0")
+        if c.residual is not None:
+            if isinstance(c.residual, float):
+                raw = raw.add(u_t.to(raw.dtype), alpha=c.residual)
+            else:
+                raw = raw + _scale(c.residual, u_t.to(torch.float64)).to(raw.dtype)
+        return Prediction(u_t, t, raw, c.kernel, self.target)
+
+    # ------------------------------------------------------------------ conditioning
+    def _coefficients(self, t: Tensor) -> dict[str, Any]:
+        """Everything that depends on ``t`` ``(N,)`` only, float64: the kernel, ``c_noise``,
+        and ``(N,)`` vectors (scalar kernels) or operators for ``c_in``, ``residual``, EDM's
+        ``skip`` and ``out``."""
+        kernel = self.sde.kernel(t)
+        co: dict[str, Any] = {"kernel": kernel}
+        scalar = kernel_is_scalar(kernel)
+        sd = self.sigma_data
+        if self.preconditioning == "edm":
+            alpha, sigma = scalar_alpha_sigma(kernel)
+            rho = sigma / alpha
+            norm = (rho**2 + sd**2).sqrt()
+            co["c_noise"] = 0.25 * rho.log()
+            co["c_in"] = 1.0 / (alpha * norm)
+            co["skip"] = sd**2 / (norm**2 * alpha)
+            co["out"] = rho * sd / norm
+            return co
+        co["c_noise"] = self.sde.noise_condition(t)
+        if self.input_scaling:
+            if scalar:
+                alpha, sigma = scalar_alpha_sigma(kernel)
+                co["c_in"] = (sd**2 * alpha**2 + sigma**2).clamp_min(1e-30).rsqrt()
+            else:
+                co["c_in"] = marginal_input_scale(kernel, sd)
         if self.residual == "gaussian":
-            base = gaussian_prediction(self.sde, u_t, t, kernel, self.target, self.sigma_data)
-            raw = raw + base.to(raw.dtype)
-        return Prediction(u_t, t, raw, kernel, self.target)
+            op = gaussian_operator(self.sde, t, kernel, self.target, sd)
+            co["residual"] = op.coef[:, 0, 0] if op.is_scalar else op
+        return co
+
+    def conditioning(self, t: Tensor, dtype: torch.dtype, data_dims: int) -> Conditioning:
+        """Conditioning at ``t`` ``(B,)`` float64 for states with ``data_dims`` axes after the
+        batch; network inputs in ``dtype``."""
+        co = self._coefficients(t)
+        shape = (-1,) + (1,) * data_dims
+
+        def per_sample(name: str, cast: torch.dtype) -> Coefficient | None:
+            v = co.get(name)
+            if v is None or isinstance(v, LinearOp):
+                return v
+            return v.to(cast).reshape(shape)
+
+        return Conditioning(
+            t=t,
+            kernel=co["kernel"],
+            c_noise=co["c_noise"].to(device=t.device, dtype=dtype),
+            c_in=per_sample("c_in", dtype),
+            residual=per_sample("residual", torch.float64),
+            skip=per_sample("skip", dtype),
+            out=per_sample("out", dtype),
+        )
+
+    def grid_conditioning(
+        self, times: Tensor, device: torch.device, dtype: torch.dtype
+    ) -> list[Conditioning]:
+        """One :class:`Conditioning` per time of ``times`` ``(N + 1,)``, for states on
+        ``device`` and network inputs in ``dtype``; cached per (grid, device, dtype) while the
+        grid tensor lives (samplers keep theirs in the cached plan)."""
+        key = (id(times), device, dtype)
+        hit = self._grid_tables.get(key)
+        if hit is not None and hit[0]() is times:
+            return hit[1]
+        t = times.to(device=device, dtype=torch.float64, copy=True)  # rows must not pin `times`
+        co = self._coefficients(t)
+        n = t.shape[0]
+
+        def rows(name: str, cast: torch.dtype) -> list[Any]:
+            v = co.get(name)
+            if v is None:
+                return [None] * n
+            if isinstance(v, LinearOp):
+                c = v.coef.to(cast)
+                return [LinearOp(c[i : i + 1], v.basis) for i in range(n)]
+            return v.tolist()
+
+        k = co["kernel"]
+        table = [
+            Conditioning(
+                t=ti,
+                kernel=GaussianKernel(k.mean_op[i], k.cov[i], k.scale[i]),
+                c_noise=ci,
+                c_in=cin,
+                residual=res,
+                skip=sk,
+                out=ou,
+            )
+            for i, (ti, ci, cin, res, sk, ou) in enumerate(
+                zip(
+                    t.unbind(),
+                    co["c_noise"].to(dtype).unbind(),
+                    rows("c_in", dtype),
+                    rows("residual", torch.float64),
+                    rows("skip", dtype),
+                    rows("out", dtype),
+                    strict=True,
+                )
+            )
+        ]
+        for stale in [key for key, (ref, _) in self._grid_tables.items() if ref() is None]:
+            del self._grid_tables[stale]
+        self._grid_tables[key] = (weakref.ref(times), table)
+        return table
+
+    def on_grid(
+        self, times: Tensor, cond: Tensor | None = None
+    ) -> Callable[[Tensor, int], Prediction]:
+        """``(u_t, i) -> Prediction`` at ``times[i]``, with the kernel, ``c_in``, ``c_noise``
+        and residual precomputed once per grid (see :func:`diffkit.prediction.on_grid`)."""
+        return _OnGrid(self, times, cond)
+
+    def conditioned(self, cond: Tensor) -> ConditionedModel:
+        """This score model with class labels ``cond`` ``(B,)`` bound."""
+        return ConditionedModel(self, cond)
 
     def _velocity_to_score(self, raw: Tensor, u_t: Tensor, kernel: GaussianKernel) -> Tensor:
         if raw.shape != u_t[:, 1].shape:
@@ -264,23 +452,30 @@ class Parameterization(nn.Module):
             s_v = s_v - inv_var_v.apply(u_t[:, 1].to(torch.float64)).to(s_v.dtype)
         return torch.stack([zero, s_v], dim=1)
 
-    def _edm(
-        self,
-        u_t: Tensor,
-        t: Tensor,
-        kernel: GaussianKernel,
-        cond: Tensor | None,
-        dtype: torch.dtype,
-    ) -> Prediction:
-        alpha, sigma = scalar_alpha_sigma(kernel)
-        rho = sigma / alpha
-        sd2 = self.sigma_data**2
-        shape = (-1,) + (1,) * (u_t.dim() - 1)
-        c_skip = (sd2 / (rho**2 + sd2)).reshape(shape)
-        c_out = (rho * self.sigma_data / (rho**2 + sd2).sqrt()).reshape(shape)
-        c_in = (1.0 / (rho**2 + sd2).sqrt()).reshape(shape)
-        c_noise = (0.25 * rho.log()).to(device=u_t.device, dtype=dtype)
-        x_tilde = u_t.to(torch.float64) / alpha.reshape(shape)
-        f = self.net((c_in * x_tilde).to(dtype), c_noise, cond)
-        d = c_skip.to(dtype) * x_tilde.to(dtype) + c_out.to(dtype) * f
-        return Prediction(u_t, t, d.to(u_t.dtype), kernel, "x0")
+
+class _OnGrid:
+    """:meth:`Parameterization.on_grid`: tables fetched once per device, then indexed."""
+
+    def __init__(self, model: Parameterization, times: Tensor, cond: Tensor | None) -> None:
+        self.model, self.times, self.cond = model, times, cond
+        self._table: tuple[torch.device, list[Conditioning]] | None = None
+
+    def __call__(self, u_t: Tensor, i: int) -> Prediction:
+        if self._table is None or self._table[0] != u_t.device:
+            rows = self.model.grid_conditioning(self.times, u_t.device, self.model.net_dtype())
+            self._table = (u_t.device, rows)
+        return self.model.evaluate(u_t, self._table[1][i], self.cond)
+
+
+class ConditionedModel:
+    """A :class:`Parameterization` with class labels bound: ``model(u_t, t)`` and
+    ``on_grid(times)`` as the unconditional score-model interface."""
+
+    def __init__(self, model: Parameterization, cond: Tensor) -> None:
+        self.model, self.cond = model, cond
+
+    def __call__(self, u_t: Tensor, t: Tensor | float) -> Prediction:
+        return self.model(u_t, t, cond=self.cond)
+
+    def on_grid(self, times: Tensor) -> Callable[[Tensor, int], Prediction]:
+        return self.model.on_grid(times, self.cond)

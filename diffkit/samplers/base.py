@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from diffkit.prediction import Prediction, ScoreModel
+from diffkit.prediction import GridScoreModel, Prediction, ScoreModel, on_grid
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import GridKind, time_grid
@@ -28,10 +28,16 @@ __all__ = [
     "SampleResult",
     "Sampler",
     "SamplerPlan",
-    "cast_op",
     "require_full_score",
+    "row_apply",
+    "row_axpy",
+    "step_rows",
     "step_time",
 ]
+
+Row = float | LinearOp
+"""One step's operator in a sampling loop: a Python float for scalar operators (VP, VE),
+else a single-row :class:`~diffkit.sdes.operators.LinearOp` in the state's dtype."""
 
 
 def require_full_score(pred: Prediction, sampler: str) -> None:
@@ -45,9 +51,24 @@ def require_full_score(pred: Prediction, sampler: str) -> None:
         )
 
 
-def cast_op(op: LinearOp, like: Tensor) -> LinearOp:
-    """``op`` with its coefficients cast once to ``like``'s dtype and device (loop use)."""
-    return LinearOp(op.coef.to(device=like.device, dtype=like.dtype), op.basis)
+def step_rows(op: LinearOp, like: Tensor) -> list[Row]:
+    """Per-step rows of an operator table ``(N, ...)`` for a loop over ``like``-shaped states:
+    Python floats (the float64 values) when the operator is scalar, else single-row operators
+    cast once to ``like``'s dtype and device."""
+    if op.is_scalar:
+        return op.coef[:, 0, 0].tolist()
+    c = op.coef.to(device=like.device, dtype=like.dtype)
+    return [LinearOp(c[i : i + 1], op.basis) for i in range(op.n)]
+
+
+def row_apply(row: Row, x: Tensor) -> Tensor:
+    """``row x`` (one tensor operation for a scalar row)."""
+    return x * row if isinstance(row, float) else row.apply(x)
+
+
+def row_axpy(acc: Tensor, row: Row, x: Tensor) -> Tensor:
+    """``acc + row x`` (one fused tensor operation for a scalar row)."""
+    return acc.add(x, alpha=row) if isinstance(row, float) else acc + row.apply(x)
 
 
 def step_time(times: Tensor, i: int, like: Tensor) -> Tensor:
@@ -71,14 +92,27 @@ class SampleResult:
 
 
 class CountingModel:
-    """Wraps a score model and counts its calls (``nfe``)."""
+    """Wraps a score model and counts its calls (``nfe``).
 
-    def __init__(self, model: ScoreModel) -> None:
+    ``model(u, t)`` evaluates at any time ``t`` ``(B,)``; with a grid ``times`` ``(N + 1,)``,
+    ``model.at(u, i)`` evaluates at ``times[i]`` through :func:`diffkit.prediction.on_grid`
+    (precomputed conditioning; what samplers use on their own grid).
+    """
+
+    def __init__(self, model: ScoreModel, times: Tensor | None = None) -> None:
         self.model, self.nfe = model, 0
+        self.grid: GridScoreModel | None = None if times is None else on_grid(model, times)
 
     def __call__(self, u: Tensor, t: Tensor) -> Prediction:
         self.nfe += 1
         return self.model(u, t)
+
+    def at(self, u: Tensor, i: int) -> Prediction:
+        """The prediction at the grid's ``i``-th time."""
+        if self.grid is None:
+            raise RuntimeError("CountingModel.at needs the grid: CountingModel(model, times)")
+        self.nfe += 1
+        return self.grid(u, i)
 
 
 @dataclass(frozen=True)
@@ -151,12 +185,13 @@ class Sampler(abc.ABC):
         """The one-step loop ``u <- A_i u + B_i f(pred_i) [+ C_i z_i]`` of samplers whose step is
         affine in the state and one model quantity ``f`` (eps, score, ...); ``C`` (noise) is used
         when the plan has it."""
-        ops = {k: cast_op(v, u) for k, v in plan.coefs.items() if k in ("A", "B", "C")}
-        for i in range(len(plan.times) - 1):
-            f = feature(model(u, step_time(plan.times, i, u)), i).to(u.dtype)
-            u = ops["A"][i].apply(u) + ops["B"][i].apply(f)
-            if "C" in ops:
-                u = u + ops["C"][i].apply(self.noise(u, generator))
+        A, B = step_rows(plan.coefs["A"], u), step_rows(plan.coefs["B"], u)
+        C = step_rows(plan.coefs["C"], u) if "C" in plan.coefs else None
+        for i in range(len(A)):
+            f = feature(model.at(u, i), i).to(u.dtype)
+            u = row_axpy(row_apply(A[i], u), B[i], f)
+            if C is not None:
+                u = row_axpy(u, C[i], self.noise(u, generator))
             on_step(i, u)
         return u
 
@@ -232,7 +267,7 @@ class Sampler(abc.ABC):
         else:
             u = u_T.to(device=device or u_T.device)
         wrapped = self.model_wrapper(model) if self.model_wrapper is not None else model
-        counting = CountingModel(wrapped)
+        counting = CountingModel(wrapped, plan.times)
         trajectory: list[Tensor] | None = [u] if record_trajectory else None
         bar = _progress(self.steps) if self.progress else None
 
@@ -246,8 +281,7 @@ class Sampler(abc.ABC):
 
         u = self.run(counting, sde, u, plan, generator=generator, on_step=on_step)
         if self.denoise_final:
-            t = plan.times[-1].expand(u.shape[0]).to(u.device)
-            u = counting(u, t).x0().to(u.dtype)
+            u = counting.at(u, len(plan.times) - 1).x0().to(u.dtype)
         if bar is not None:
             bar.close()
         return SampleResult(

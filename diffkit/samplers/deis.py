@@ -22,9 +22,10 @@ from diffkit.samplers.base import (
     CountingModel,
     Sampler,
     SamplerPlan,
-    cast_op,
     require_full_score,
-    step_time,
+    row_apply,
+    row_axpy,
+    step_rows,
 )
 from diffkit.samplers.exponential import Variant, exponential_coefficients
 from diffkit.samplers.factors import FactorKind, has_factor, noise_factor
@@ -56,18 +57,18 @@ def run_multistep(
     """
     factor_ops = factor_rows(plan)
     c = plan.coefs
-    A = cast_op(c["A"], u)
-    C = [cast_op(op, u) for op in c["C"]]
+    A = step_rows(c["A"], u)
+    C = [step_rows(op, u) for op in c["C"]]
     hist: list[Tensor] = []
     for i, q in enumerate(c["q"]):
-        pred = model(u, step_time(plan.times, i, u))
+        pred = model.at(u, i)
         require_full_score(pred, name)
         eps = pred.eps() if factor_ops is None else pred.eps(factor_ops[i])
         hist.insert(0, eps.to(u.dtype))
         del hist[len(C) :]
-        out = A[i].apply(u)
+        out = row_apply(A[i], u)
         for j in range(q + 1):
-            out = out + C[j][i].apply(hist[j])
+            out = row_axpy(out, C[j][i], hist[j])
         u = out
         on_step(i, u)
     return u

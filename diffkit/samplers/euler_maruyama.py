@@ -10,14 +10,20 @@ Uses only ``G G^T score``, so it also runs CLD models that know only the velocit
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from diffkit.samplers.base import CountingModel, Sampler, SamplerPlan, cast_op, step_time
+from diffkit.samplers.base import (
+    CountingModel,
+    Sampler,
+    SamplerPlan,
+    row_apply,
+    row_axpy,
+    step_rows,
+)
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.time_grids import GridKind
 
@@ -69,14 +75,16 @@ class EulerMaruyama(Sampler):
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
         c = plan.coefs
-        F, G, GG = (cast_op(c[k], u) for k in ("F", "G", "GG"))
-        a = 0.5 * (1.0 + self.lam**2)
+        # drift = F u - a G G^T score, a = (1 + lam^2) / 2; noise lam sqrt(h) G z.
+        F = step_rows(c["F"], u)
+        GG = step_rows(c["GG"] * (-0.5 * (1.0 + self.lam**2)), u)
+        if self.lam > 0:
+            scale = self.lam * torch.tensor(c["h"], dtype=torch.float64).sqrt()
+            G = step_rows(c["G"] * scale.to(c["G"].coef.device), u)
         for i, h in enumerate(c["h"]):
-            score = model(u, step_time(plan.times, i, u)).score().to(u.dtype)
-            drift = F[i].apply(u) - a * GG[i].apply(score)
-            u = u - h * drift
+            score = model.at(u, i).score().to(u.dtype)
+            u = u.add(row_axpy(row_apply(F[i], u), GG[i], score), alpha=-h)
             if self.lam > 0:
-                z = self.noise(u, generator)
-                u = u + (self.lam * math.sqrt(h)) * G[i].apply(z)
+                u = row_axpy(u, G[i], self.noise(u, generator))
             on_step(i, u)
         return u

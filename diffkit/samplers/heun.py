@@ -21,7 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffkit.samplers.base import CountingModel, Sampler, SamplerPlan, cast_op, step_time
+from diffkit.samplers.base import (
+    CountingModel,
+    Sampler,
+    SamplerPlan,
+    row_apply,
+    row_axpy,
+    step_rows,
+    step_time,
+)
 from diffkit.samplers.ddim import psd_cholesky
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.time_grids import GridKind, time_grid
@@ -126,22 +134,25 @@ class Heun(Sampler):
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
         c = plan.coefs
-        Ft, GGt, Fs, GGs = (cast_op(c[k], u) for k in ("Ft", "GGt", "Fs", "GGs"))
-        lift = cast_op(c["lift"], u) if "lift" in c else None
-        noise = cast_op(c["lift_noise"], u) if "lift_noise" in c else None
+        # d = F u - 1/2 G G^T score at t_hat (predictor) and at s (corrector).
+        Ft, Fs = step_rows(c["Ft"], u), step_rows(c["Fs"], u)
+        GGt, GGs = step_rows(c["GGt"] * -0.5, u), step_rows(c["GGs"] * -0.5, u)
+        lift = step_rows(c["lift"], u) if "lift" in c else None
+        noise = step_rows(c["lift_noise"], u) if "lift_noise" in c else None
         times = plan.times
         for i, h in enumerate(c["h"]):
             if c["churn"][i] and lift is not None and noise is not None:
-                z = self.noise(u, generator)
-                u = lift[i].apply(u) + noise[i].apply(z)
-            score = model(u, step_time(c["t_hat"], i, u)).score().to(u.dtype)
-            d = Ft[i].apply(u) - 0.5 * GGt[i].apply(score)
-            u_bar = u - h * d
+                u = row_axpy(row_apply(lift[i], u), noise[i], self.noise(u, generator))
+                pred = model(u, step_time(c["t_hat"], i, u))
+            else:
+                pred = model.at(u, i)
+            d = row_axpy(row_apply(Ft[i], u), GGt[i], pred.score().to(u.dtype))
+            u_bar = u.add(d, alpha=-h)
             if float(times[i + 1]) == 0.0 and not self.correct_at_zero:
                 u = u_bar
             else:
-                score2 = model(u_bar, step_time(times, i + 1, u)).score().to(u.dtype)
-                d2 = Fs[i].apply(u_bar) - 0.5 * GGs[i].apply(score2)
-                u = u - (0.5 * h) * (d + d2)
+                score2 = model.at(u_bar, i + 1).score().to(u.dtype)
+                d2 = row_axpy(row_apply(Fs[i], u_bar), GGs[i], score2)
+                u = u.add(d + d2, alpha=-0.5 * h)
             on_step(i, u)
         return u

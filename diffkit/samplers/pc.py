@@ -28,9 +28,10 @@ from diffkit.samplers.base import (
     CountingModel,
     Sampler,
     SamplerPlan,
-    cast_op,
     require_full_score,
-    step_time,
+    row_apply,
+    row_axpy,
+    step_rows,
 )
 from diffkit.samplers.ddim import ddim_coefficients
 from diffkit.sdes.base import LinearSDE
@@ -106,10 +107,11 @@ class PredictorCorrector(Sampler):
         return coefs
 
     def _correct(
-        self, model: CountingModel, u: Tensor, t: Tensor, a: float, gen: torch.Generator | None
+        self, model: CountingModel, u: Tensor, i: int, a: float, gen: torch.Generator | None
     ) -> Tensor:
+        """``n_corrector`` Langevin steps at the grid's ``i``-th time."""
         for _ in range(self.n_corrector):
-            pred = model(u, t)
+            pred = model.at(u, i)
             require_full_score(pred, "pc (Langevin corrector)")
             g = pred.score().to(u.dtype)
             z = self.noise(u, gen)
@@ -130,24 +132,23 @@ class PredictorCorrector(Sampler):
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
         c = plan.coefs
-        ops = {k: cast_op(c[k], u) for k in ("A", "B", "C", "F", "G", "GG") if k in c}
+        ops = {k: step_rows(c[k], u) for k in ("A", "B", "C", "F", "G", "GG") if k in c}
         times = plan.times
         for i in range(len(times) - 1):
-            t = step_time(times, i, u)
             if self.corrector_first:
-                u = self._correct(model, u, t, c["a"][i], generator)
-            pred = model(u, t)
+                u = self._correct(model, u, i, c["a"][i], generator)
+            pred = model.at(u, i)
             z = self.noise(u, generator)
             if self.predictor == "ddim":
                 require_full_score(pred, "pc with the ddim predictor")
                 eps = pred.eps().to(u.dtype)
-                u = ops["A"][i].apply(u) + ops["B"][i].apply(eps) + ops["C"][i].apply(z)
+                u = row_axpy(row_axpy(row_apply(ops["A"][i], u), ops["B"][i], eps), ops["C"][i], z)
             else:
                 h = c["h"][i]
                 score = pred.score().to(u.dtype)
-                drift = ops["F"][i].apply(u) - ops["GG"][i].apply(score)
-                u = u - h * drift + math.sqrt(h) * ops["G"][i].apply(z)
+                drift = row_apply(ops["F"][i], u) - row_apply(ops["GG"][i], score)
+                u = row_axpy(u.add(drift, alpha=-h), ops["G"][i], z * math.sqrt(h))
             if not self.corrector_first:
-                u = self._correct(model, u, step_time(times, i + 1, u), c["a"][i], generator)
+                u = self._correct(model, u, i + 1, c["a"][i], generator)
             on_step(i, u)
         return u

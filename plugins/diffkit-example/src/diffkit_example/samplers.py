@@ -99,10 +99,8 @@ class AncestralSampler(Sampler):
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
         c = plan.coefs
-        times = plan.times.to(u.device)
-        for i in range(len(times) - 1):
-            t = times[i].expand(u.shape[0])
-            x0 = model(u, t).x0().to(u.dtype)
+        for i in range(len(plan.times) - 1):
+            x0 = model.at(u, i).x0().to(u.dtype)  # the model at plan.times[i]
             u_next = c["gain"][i].apply(u) + c["data"][i].apply(x0)
             if self.noise:
                 z = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
