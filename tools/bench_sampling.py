@@ -15,10 +15,12 @@ initial noise:
   ``set_timesteps`` + ``step`` per call (how a diffusers pipeline runs), on the linear VP
   schedule, with the network fed diffkit's continuous time ``t = (index + 1) / 1000``.
 
-Implementations are interleaved round by round and the median per-call time is reported, with
-the ratios ``diffkit / bare`` (goal <= 1.05) and ``diffkit / diffusers`` (goal < 1).
+Implementations are interleaved round by round; the ratios ``diffkit / bare`` (goal <= 1.05)
+and ``diffkit / diffusers`` (goal < 1) are medians of per-round ratios, with their standard
+errors. A separate section measures the peak memory of one sampling call per implementation in
+a fresh subprocess: the bare loop, diffkit, and diffkit with ``record_trajectory=True``.
 
-    python tools/bench_sampling.py [--out bench_out] [--rounds 5] [--quick]
+    python tools/bench_sampling.py [--out bench_out] [--rounds N] [--no-memory] [--quick]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import cProfile
 import importlib
 import inspect
 import io
+import os
 import pstats
 import sys
 import time
@@ -39,7 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from benchmark_report import Goal, add_common_arguments, median, write_report
+from benchmark_report import (
+    Goal,
+    add_common_arguments,
+    markdown_table,
+    median,
+    median_se,
+    write_report,
+)
 from torch import Tensor
 
 from diffkit.denoisers.base import DenoiserSpec
@@ -296,20 +306,36 @@ def bench_one(
     med = {k: median(v) for k, v in wall.items()}
     mcpu = {k: median(v) for k, v in cpu.items()}
     has_dif = "diffusers" in med
+
+    def paired(times: dict[str, list[float]], a: str, b: str) -> tuple[float, float]:
+        """Median and standard error of the per-round ratios a / b (same round, same load)."""
+        ratios = [x / y for x, y in zip(times[a], times[b], strict=True)]
+        return median(ratios), median_se(ratios)
+
+    def overhead_ms(k: str) -> float:
+        """Median per-round CPU time of ``k`` minus the bare loop's, per step (ms)."""
+        return 1e3 * median(x - y for x, y in zip(cpu[k], cpu["bare"], strict=True)) / nfe
+
+    cpu_bare, cpu_bare_se = paired(cpu, "diffkit", "bare")
+    cpu_dif, cpu_dif_se = paired(cpu, "diffkit", "diffusers") if has_dif else (None, None)
     row: dict[str, Any] = {
         "model": model_name,
         "batch": batch,
         "sampler": sampler_name,
         "nfe": nfe,
+        "rounds": rounds,
         "diffkit_nfe": res.nfe,
         "diffkit_sps": batch / med["diffkit"],
         "bare_sps": batch / med["bare"],
         "diffusers_sps": batch / med["diffusers"] if has_dif else None,
-        "ratio_vs_bare": med["diffkit"] / med["bare"],
-        "ratio_vs_diffusers": med["diffkit"] / med["diffusers"] if has_dif else None,
-        "cpu_ratio_vs_bare": mcpu["diffkit"] / mcpu["bare"],
-        "cpu_ratio_vs_diffusers": mcpu["diffkit"] / mcpu["diffusers"] if has_dif else None,
-        "overhead_ms_per_step": 1e3 * (mcpu["diffkit"] - mcpu["bare"]) / nfe,
+        "ratio_vs_bare": paired(wall, "diffkit", "bare")[0],
+        "ratio_vs_diffusers": paired(wall, "diffkit", "diffusers")[0] if has_dif else None,
+        "cpu_ratio_vs_bare": cpu_bare,
+        "cpu_ratio_vs_bare_se": cpu_bare_se,
+        "cpu_ratio_vs_diffusers": cpu_dif,
+        "cpu_ratio_vs_diffusers_se": cpu_dif_se,
+        "overhead_ms_per_step": overhead_ms("diffkit"),
+        "diffusers_overhead_ms_per_step": overhead_ms("diffusers") if has_dif else None,
         "max_abs_diff_vs_bare": float((outs["diffkit"] - outs["bare"]).abs().max()),
         "bare_eps_values": values,
         "score_model": param_kind,
@@ -319,6 +345,96 @@ def bench_one(
         "median_cpu_s": mcpu,
     }
     return row
+
+
+# ---------------------------------------------------------------------------- memory
+MEMORY_IMPLS = ("bare", "diffkit", "diffkit+trajectory")
+# A fixed glibc mmap threshold: tensors above 64 KiB are mmapped and returned on free, so the
+# peak RSS follows live tensor memory. With glibc's default (dynamic) threshold, freed blocks
+# stay in the heap and small live allocations between them decide how much of it is trimmed,
+# so peak RSS differences of +-100 MB appear between runs doing identical work.
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One sampling call in this (fresh) process; peak RSS growth over the RSS just before it.
+
+    The kernel's high-water mark is reset first (``/proc/self/clear_refs``), so the peak is the
+    sampling call's own, not the imports'.
+    """
+    import gc
+
+    torch.set_num_threads(1)
+    net, shape, _ = make_net(cfg["model"], cfg["quick"])
+    batch, nfe, impl = cfg["batch"], cfg["nfe"], cfg["impl"]
+    sde = VPSDE()
+    sampler = make_sampler("ddim", nfe)
+    score_model, _ = make_score_model(sde, net)
+    x_T = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0))
+    times = sampler.plan(sde).times.numpy()
+    coefs = vp_coefficients(sde, times, 1)
+    conds = [
+        sde.noise_condition(torch.full((batch,), float(t), dtype=torch.float64)).float()
+        for t in times[:-1]
+    ]
+    cins = input_scales(sde, times, score_model)
+    record = impl == "diffkit+trajectory"
+
+    def run() -> Tensor:
+        if impl == "bare":
+            return bare_loop(net, x_T, conds, cins, coefs)
+        return sampler.sample(score_model, sde, x_T.shape, u_T=x_T, record_trajectory=record).x
+
+    run()  # warm-up: plan and per-grid tables are built once, as in repeated use
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _status_mb("VmRSS")
+    out = run()
+    peak = _status_mb("VmHWM")
+    state_mb = out.numel() * out.element_size() / 2**20
+    return {
+        "model": cfg["model"],
+        "batch": batch,
+        "nfe": nfe,
+        "impl": impl,
+        "rss_before_mb": before,
+        "peak_growth_mb": peak - before,
+        "state_mb": state_mb,
+        "trajectory_mb": state_mb * (nfe + 1) if impl == "diffkit+trajectory" else 0.0,
+    }
+
+
+def memory_rows(quick: bool) -> list[dict[str, Any]]:
+    """Peak-memory rows, one fresh subprocess per (model, implementation)."""
+    import json
+    import subprocess
+
+    configs = [("resnet", 64 if quick else 8192), ("unet", 2 if quick else 8)]
+    rows = []
+    for model, batch in configs:
+        for impl in MEMORY_IMPLS:
+            cfg = {"model": model, "batch": batch, "nfe": 10 if quick else 50, "impl": impl}
+            cfg["quick"] = quick
+            proc = subprocess.run(
+                [sys.executable, __file__, "--memory-worker", json.dumps(cfg)],
+                capture_output=True,
+                text=True,
+                env=os.environ | MEMORY_ENV,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
+            if lines:
+                rows.append(json.loads(lines[-1][2:]))
+            else:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()
+                rows.append(cfg | {"error": tail[-1] if tail else f"exit {proc.returncode}"})
+    return rows
 
 
 def profile_diffkit(nets: dict, sampler_name: str, nfe: int, top: int = 12) -> str:
@@ -344,17 +460,34 @@ def profile_diffkit(nets: dict, sampler_name: str, nfe: int, top: int = 12) -> s
 
 def main(argv: list[str] | None = None) -> int:
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    parser.add_argument("--rounds", type=int, default=3, help="timed calls per implementation")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed calls per implementation (default: 9 for the ResNets, 5 for the U-Net)",
+    )
     parser.add_argument(
         "--models",
         default="resnet,resnet_b64,unet",
         help="comma list: resnet (batch 512), resnet_b64 (batch 64: overhead-bound), unet",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_worker:
+        import json
+
+        print("@@" + json.dumps(memory_worker(json.loads(args.memory_worker))), flush=True)
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rounds = 1 if args.quick else args.rounds
+
+    def rounds_for(model: str) -> int:
+        if args.quick:
+            return 1
+        return args.rounds or (5 if model == "unet" else 9)
+
     nfes = (10,) if args.quick else (10, 50)
     models = ["resnet"] if args.quick else args.models.split(",")
     nets: dict[str, Any] = {}
@@ -368,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in nets:
         for s in SAMPLERS:
             for n in nfes:
-                row = bench_one(m, s, n, rounds, args.quick, nets)
+                row = bench_one(m, s, n, rounds_for(m), args.quick, nets)
                 if row is not None:
                     rows.append(row)
                     print({k: v for k, v in row.items() if not k.startswith("median")}, flush=True)
@@ -380,16 +513,27 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"{r['model']} {r['sampler']} NFE {r['nfe']}"
         wall = f"wall-clock ratio {r['ratio_vs_bare']:.3f}"
         goals.append(
-            Goal(f"{tag}: diffkit / bare (CPU time)", r["cpu_ratio_vs_bare"], 1.05, note=wall)
+            Goal(
+                f"{tag}: diffkit / bare (CPU time)",
+                r["cpu_ratio_vs_bare"],
+                1.05,
+                note=wall,
+                noise=r["cpu_ratio_vs_bare_se"],
+            )
         )
         if r.get("cpu_ratio_vs_diffusers") is not None:
-            wall = f"wall-clock ratio {r['ratio_vs_diffusers']:.3f}"
+            note = (
+                f"wall-clock ratio {r['ratio_vs_diffusers']:.3f}; overhead per step over the "
+                f"bare loop: diffkit {1e3 * r['overhead_ms_per_step']:.0f} us, diffusers "
+                f"{1e3 * r['diffusers_overhead_ms_per_step']:.0f} us"
+            )
             goals.append(
                 Goal(
                     f"{tag}: diffkit / diffusers (CPU time)",
                     r["cpu_ratio_vs_diffusers"],
                     1.0,
-                    note=wall,
+                    note=note,
+                    noise=r["cpu_ratio_vs_diffusers_se"],
                 )
             )
     prof = "" if args.quick or "resnet" not in nets else profile_diffkit(nets, "deis", 50)
@@ -400,12 +544,50 @@ def main(argv: list[str] | None = None) -> int:
             + "\n".join(prof.splitlines()[:20])
             + "\n```"
         )
+    mem = [] if args.no_memory else memory_rows(args.quick)
+    for model in dict.fromkeys(r["model"] for r in mem):
+        by = {r["impl"]: r for r in mem if r["model"] == model and "error" not in r}
+        if {"bare", "diffkit", "diffkit+trajectory"} <= set(by):
+            kept = by["diffkit+trajectory"]["peak_growth_mb"] - by["bare"]["peak_growth_mb"]
+            extra = by["diffkit"]["peak_growth_mb"] - by["bare"]["peak_growth_mb"]
+            goals.append(
+                Goal(
+                    f"{model} batch {by['bare']['batch']}: diffkit's extra peak memory over the "
+                    "bare loop / that of keeping the trajectory",
+                    extra / kept if kept > 0 else float("nan"),
+                    0.5,
+                    note=f"extra {extra:+.2f} MB; trajectory {kept:+.2f} MB "
+                    f"({by['diffkit+trajectory']['trajectory_mb']:.2f} MB of states)",
+                )
+            )
+    if mem:
+        extra_md += (
+            "\n\nPeak memory of one DDIM sampling call (fresh subprocess per row; growth of the "
+            "peak RSS over the RSS just before the call):\n\n"
+            + markdown_table(
+                mem,
+                [
+                    "model",
+                    "batch",
+                    "nfe",
+                    "impl",
+                    "peak_growth_mb",
+                    "state_mb",
+                    "trajectory_mb",
+                    "error",
+                ],
+            )
+        )
     notes += [
-        "sps = samples per second (batch / median wall time of one sampling call); ratio_* are "
-        "time ratios (diffkit time / other time; < 1 means diffkit is faster) by wall clock, "
-        "cpu_ratio_* the same by process CPU time, which other jobs on the machine disturb "
-        "less; the goals are checked on the CPU-time ratios. overhead_ms_per_step = (diffkit "
-        "CPU time - bare CPU time) / NFE.",
+        "sps = samples per second (batch / median wall time of one sampling call). ratio_* "
+        "are time ratios (diffkit / other; < 1 means diffkit is faster): the median over rounds "
+        "of the ratio within each round (both ran back to back under the same load), by wall "
+        "clock; cpu_ratio_* the same by process CPU time, which other jobs on the machine "
+        "disturb less; the goals are checked on the CPU-time ratios, with the standard error of "
+        "that median (noise; 1.2533 x 1.4826 MAD / sqrt(rounds)): a value above its limit by "
+        "less than two standard errors is 'within noise'. overhead_ms_per_step = median over "
+        "rounds of (diffkit CPU time - bare CPU time) / NFE; diffusers_overhead_ms_per_step "
+        "the same for diffusers' scheduler loop.",
         "The bare loop and diffusers call the same network object with the same conditioning "
         "tensors; max_abs_diff_vs_bare checks that diffkit's output equals the bare loop's "
         "(differences ~1e-6 are float32 rounding; larger ones mean different coefficients, e.g. "
@@ -434,16 +616,18 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_ratio_vs_bare",
             "cpu_ratio_vs_diffusers",
             "overhead_ms_per_step",
+            "diffusers_overhead_ms_per_step",
             "max_abs_diff_vs_bare",
         ],
         goals=goals,
         notes=notes,
         settings={
-            "rounds": rounds,
+            "rounds": ", ".join(f"{m} {rounds_for(m)}" for m in nets),
             "threads": args.threads,
             "sde": "vp (linear beta 0.1..20)",
         },
         extra_md=extra_md,
+        extra={"memory": mem},
     )
     print((args.out / "bench_sampling.md").read_text())
     return 0

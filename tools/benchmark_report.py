@@ -30,6 +30,7 @@ __all__ = [
     "machine_info",
     "markdown_table",
     "median",
+    "median_se",
     "write_report",
 ]
 
@@ -59,6 +60,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def median(values: Iterable[float]) -> float:
     vals = list(values)
     return float(statistics.median(vals)) if vals else float("nan")
+
+
+def median_se(values: Iterable[float]) -> float:
+    """Standard error of the median of ``values``: ``1.2533 sigma / sqrt(n)`` with the robust
+    ``sigma = 1.4826 MAD`` (NaN below 3 values)."""
+    vals = list(values)
+    if len(vals) < 3:
+        return float("nan")
+    med = statistics.median(vals)
+    mad = statistics.median(abs(v - med) for v in vals)
+    return float(1.2533 * 1.4826 * mad / len(vals) ** 0.5)
 
 
 def _cpu_model() -> str:
@@ -120,16 +132,32 @@ def machine_info() -> dict[str, Any]:
 
 
 class Goal:
-    """A target ratio: ``value <= limit`` passes (e.g. diffkit time / bare time <= 1.10)."""
+    """A target ratio: ``value <= limit`` passes (e.g. diffkit time / bare time <= 1.10).
 
-    def __init__(self, name: str, value: float | None, limit: float, note: str = "") -> None:
+    ``noise`` (optional) is the standard error of ``value`` across rounds: a value above the
+    limit by less than two standard errors is reported as ``within noise``, not as met.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        value: float | None,
+        limit: float,
+        note: str = "",
+        noise: float | None = None,
+    ) -> None:
         self.name, self.value, self.limit, self.note = name, value, float(limit), note
+        self.noise = noise
 
     @property
     def status(self) -> str:
         if self.value is None or self.value != self.value:  # missing or NaN
             return "not measured"
-        return "met" if self.value <= self.limit else "MISSED"
+        if self.value <= self.limit:
+            return "met"
+        if self.noise is not None and self.value - 2 * self.noise <= self.limit:
+            return "within noise"
+        return "MISSED"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +166,7 @@ class Goal:
             "limit": self.limit,
             "status": self.status,
             "note": self.note,
+            "noise": self.noise,
         }
 
 
@@ -219,7 +248,7 @@ def write_report(
     if goals:
         parts += [
             markdown_table(
-                [g.as_dict() for g in goals], ["goal", "value", "limit", "status", "note"]
+                [g.as_dict() for g in goals], ["goal", "value", "noise", "limit", "status", "note"]
             ),
             "",
         ]

@@ -59,7 +59,15 @@ def test_bench_sampling_quick(tmp_path: Path) -> None:
     for r in ok:
         assert r["diffkit_nfe"] == r["nfe"]
         assert _finite(r["diffkit_sps"]) and _finite(r["bare_sps"])
-        assert r["max_abs_diff_vs_bare"] < 1e-2  # the bare loop does the same computation
+        assert r["max_abs_diff_vs_bare"] < 1e-5  # the bare loop does the same computation
+        assert _finite(r["cpu_ratio_vs_bare"]) and _finite(r["overhead_ms_per_step"])
+    mem = report["memory"]
+    assert {(r["model"], r["impl"]) for r in mem if "error" not in r} == {
+        (m, i) for m in ("resnet", "unet") for i in ("bare", "diffkit", "diffkit+trajectory")
+    }, mem
+    assert all(math.isfinite(r["peak_growth_mb"]) and r["rss_before_mb"] > 0 for r in mem)
+    trajectory = next(r for r in mem if r["impl"] == "diffkit+trajectory" and r["model"] == "unet")
+    assert trajectory["trajectory_mb"] == pytest.approx(11 * trajectory["state_mb"])
 
 
 @pytest.mark.slow
