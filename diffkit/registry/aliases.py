@@ -17,7 +17,26 @@ from typing import Any
 from diffkit.registry.errors import RegistryError
 from diffkit.registry.registry import LoadFailure
 
-__all__ = ["build_alias", "materialize_all", "resolve_alias"]
+__all__ = ["alias_hooks", "build_alias", "materialize_all", "resolve_alias"]
+
+
+def alias_hooks(
+    kind: str, make: Callable[[str, Any, Any], type]
+) -> tuple[Callable[[str], type], Callable[[str, Any, Any], type]]:
+    """An alias module's ``__getattr__`` and ``_build`` for ``kind``, sharing one re-entry set.
+
+    ``make(name, target, func_return)`` must be defined in the alias module itself: it calls
+    ``class_from_function``, which attaches the new class to its caller's module.
+    """
+    building: set[str] = set()
+
+    def module_getattr(name: str) -> type:
+        return resolve_alias(kind, name, building)
+
+    def build(name: str, target: Any, func_return: Any) -> type:
+        return build_alias(make, building, name, target, func_return)
+
+    return module_getattr, build
 
 
 def build_alias(
