@@ -97,16 +97,21 @@ def run_dataset(dim: int, args, quick: bool) -> list[dict]:
     dist = mixture(dim, seed=1)
     spec = DenoiserSpec((dim,), (dim,), (dim,))
     loss = DenoisingScoreMatching(target="eps")
-    if dim == 2:
-        tt = TensorTrain(spec, rank=16, num_basis=32, time_basis=12)
-    else:
-        tt = TensorTrain(spec, rank=8, num_basis=16, time_basis=8)
-    nets = {"tensor_train": tt, "resnet": matched_resnet(spec, n_params(tt), depth=2)}
+
+    def make_nets() -> dict[str, torch.nn.Module]:
+        torch.manual_seed(0)  # the same initial weights for every residual setting
+        if dim == 2:
+            tt = TensorTrain(spec, rank=16, num_basis=32, time_basis=12)
+        else:
+            tt = TensorTrain(spec, rank=8, num_basis=16, time_basis=8)
+        return {"tensor_train": tt, "resnet": matched_resnet(spec, n_params(tt), depth=2)}
+
     lrs = {"tensor_train": args.lr_tt, "resnet": args.lr_resnet}
     steps = 20 if quick else args.steps
     batch = 256
     gen_data = torch.Generator().manual_seed(2)
     x_val = dist.sample(1024 if quick else 4096, generator=gen_data).float()
+    sigma_data = float(x_val.double().pow(2).mean().sqrt())  # RMS of the data (c_in, residual)
     t_val = 1e-5 + (1 - 1e-5) * torch.rand(x_val.shape[0], generator=gen_data, dtype=torch.float64)
 
     def val_loss(model) -> float:
@@ -136,8 +141,10 @@ def run_dataset(dim: int, args, quick: bool) -> list[dict]:
             "note": f"data-vs-data floor: W2 {floor_w2:.3g}, Sinkhorn {floor_sk:.3g}",
         }
     )
-    for name, net in nets.items():
-        model = Parameterization(sde, net, "eps")
+    configs = [(name, res) for res in args.residual for name in ("tensor_train", "resnet")]
+    for name, residual in configs:
+        net = make_nets()[name]
+        model = Parameterization(sde, net, "eps", sigma_data=sigma_data, residual=residual)
         opt = torch.optim.Adam(net.parameters(), lr=lrs[name])
         gen = torch.Generator().manual_seed(7)
         init_excess = val_loss(model) - exact_val
@@ -164,6 +171,8 @@ def run_dataset(dim: int, args, quick: bool) -> list[dict]:
             {
                 "dataset": f"gmm{dim}d",
                 "model": name,
+                "residual": residual,
+                "sigma_data": sigma_data,
                 "params": n_params(net),
                 "config": (
                     f"rank {net.ranks[1]}, m {net.x_basis.size}, time basis {net.t_basis.size}"
@@ -194,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-tt", type=float, default=5e-3)
     parser.add_argument("--lr-resnet", type=float, default=2e-3)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 8])
+    parser.add_argument(
+        "--residual",
+        nargs="+",
+        choices=("none", "gaussian"),
+        default=["none", "gaussian"],
+        help="Parameterization.residual settings to compare (each trains fresh networks)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows: list[dict] = []
@@ -202,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = [
         "dataset",
         "model",
+        "residual",
         "params",
         "config",
         "fwd_bwd_ms",
@@ -226,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             "threads": 1,
         },
         notes=[
+            "residual: Parameterization.residual; 'gaussian' = the network learns the correction "
+            "to the exact eps of N(0, sigma_data^2 I) data. sigma_data (input scaling and "
+            "residual) is the RMS of the validation data. Both settings start from the same "
+            "initial weights.",
             "val_excess: DSM validation loss minus that of the exact score on the same fixed "
             "(x0, t, eps); steps/time_to_target: first evaluation with excess <= target_frac x "
             "the initial excess.",

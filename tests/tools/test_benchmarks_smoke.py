@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
 
 
-def _run(tool: str, out: Path) -> dict:
+def _run(tool: str, out: Path, *extra: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, str(TOOLS / f"{tool}.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(TOOLS / f"{tool}.py"), "--quick", "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -79,3 +79,23 @@ def test_bench_training_quick(tmp_path: Path) -> None:
         assert _finite(r["steps_per_s"]) and _finite(r["cpu_steps_per_s"])
         if r["impl"] != "diffkit":
             assert _finite(r["diffkit_cpu_time_ratio"])
+
+
+@pytest.mark.slow
+def test_bench_denoisers_quick(tmp_path: Path) -> None:
+    report = _run("bench_denoisers", tmp_path, "--dims", "2")
+    rows = report["rows"]
+    trained = [r for r in rows if r["model"] != "exact score"]
+    assert {(r["model"], r["residual"]) for r in trained} == {
+        (m, res) for m in ("tensor_train", "resnet") for res in ("none", "gaussian")
+    }
+    for r in rows:
+        assert math.isfinite(r["w2"]) and math.isfinite(r["sinkhorn"]) and r["w2"] >= 0
+    for r in trained:
+        assert r["params"] > 0 and _finite(r["fwd_bwd_ms"])
+        assert math.isfinite(r["val_excess"]) and r["sigma_data"] > 0
+    # Same initial weights for both residual settings: the initial excesses differ only
+    # through the residual (zero network output plus the exact Gaussian eps).
+    for m in ("tensor_train", "resnet"):
+        by = {r["residual"]: r for r in trained if r["model"] == m}
+        assert by["gaussian"]["init_excess"] != by["none"]["init_excess"]
