@@ -49,6 +49,7 @@ SAMPLERS = {
     "euler_maruyama_ode": lambda: EulerMaruyama(steps=8, lam=0.0),
     "heun": lambda: Heun(steps=5, grid="quadratic"),
     "heun_churn": lambda: Heun(steps=5, grid="quadratic", s_churn=2.0),
+    "heun_final_zero": lambda: Heun(steps=5, final_zero=True),  # the grid ends at t = 0
     "ddim": lambda: DDIM(steps=8),
     "ddim_eta": lambda: DDIM(steps=8, eta=0.5, denoise_final=True),
     "deis": lambda: DEIS(steps=8, order=3),
