@@ -90,7 +90,7 @@ class DenoisingScoreMatching(Loss):
             network output (``lambda c_out^2 = 1``).
         residual: ``none`` or ``gaussian``: the module makes the network predict the residual
             over the exact prediction for ``N(0, sigma_data^2 I)`` data under the SDE's kernel
-            (targets ``eps``, ``x0``, ``score``; see
+            (targets ``eps``, ``x0``, ``score``, and ``v`` on vp; see
             :mod:`diffkit.denoisers.parameterization`). ``sigma_data`` is shared.
     """
 
@@ -111,12 +111,6 @@ class DenoisingScoreMatching(Loss):
         super().__init__()
         if residual not in ("none", "gaussian"):
             raise ValueError(f"dsm.residual must be 'none' or 'gaussian', got {residual!r}")
-        if residual == "gaussian" and target not in ("eps", "x0", "score"):
-            raise ValueError(
-                "dsm.residual='gaussian' is defined for targets 'eps', 'x0' and 'score' (the "
-                f"exact Gaussian prediction), got target={target!r}: change dsm.target or set "
-                "dsm.residual='none'"
-            )
         if residual == "gaussian" and preconditioning != "none":
             raise ValueError(
                 "dsm.residual='gaussian' cannot be combined with dsm.preconditioning='edm': "

@@ -67,6 +67,7 @@ CASES = [
     ("vp", {"target": "eps", "residual": "gaussian"}),
     ("vp", {"target": "x0", "residual": "gaussian"}),
     ("vp", {"target": "score", "residual": "gaussian"}),
+    ("vp", {"target": "v", "residual": "gaussian"}),
     ("vp", {"target": "x0", "preconditioning": "edm"}),
     ("vp_cosine", {"target": "eps", "residual": "gaussian"}),
     ("ve", {"target": "eps"}),

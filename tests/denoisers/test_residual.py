@@ -14,6 +14,7 @@ from diffkit.denoisers.parameterization import Parameterization, gaussian_predic
 from diffkit.denoisers.resnet import ResNetMLP
 from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.module import DiffusionModule
+from diffkit.prediction import Prediction
 from diffkit.samplers.ddim import DDIM
 from diffkit.sdes.blur import BlurSDE
 from diffkit.sdes.cld import CLDSDE
@@ -44,14 +45,18 @@ def cases():
     }
 
 
-@pytest.mark.parametrize("name", ["vp", "ve", "blur", "cld"])
-@pytest.mark.parametrize("target", ["eps", "x0", "score"])
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [(n, tg) for n in ("vp", "ve", "blur", "cld") for tg in ("eps", "x0", "score")] + [("vp", "v")],
+)
 def test_zero_network_is_the_exact_gaussian_score_model(name: str, target: str) -> None:
     sde, data_shape = cases()[name]
     state_shape = sde.state_shape(data_shape)
     spec = DenoiserSpec(data_shape, state_shape, state_shape)
     model = Parameterization(sde, Zero(spec), target, residual="gaussian", sigma_data=SIGMA_DATA)
-    exact = ExactScoreModel(Gaussian(torch.zeros(data_shape), SIGMA_DATA**2), sde, target)
+    exact = ExactScoreModel(
+        Gaussian(torch.zeros(data_shape), SIGMA_DATA**2), sde, "eps" if target == "v" else target
+    )
     gen = torch.Generator().manual_seed(0)
     b = 16
     t_lo = max(float(getattr(sde, "t_min", 0.0)), 1e-3)
@@ -59,9 +64,10 @@ def test_zero_network_is_the_exact_gaussian_score_model(name: str, target: str) 
     t[0], t[1] = sde.T, t_lo
     u = 3.0 * torch.randn(b, *state_shape, generator=gen, dtype=torch.float64)
     p, q = model(u, t), exact(u, t)
-    scale = q.raw.abs().max()
+    want = q.v() if target == "v" else q.raw  # v = alpha eps - sigma x0 of the exact model
+    scale = want.abs().max()
     assert scale > 1e-3
-    torch.testing.assert_close(p.raw, q.raw, rtol=1e-10, atol=1e-10 * float(scale))
+    torch.testing.assert_close(p.raw, want, rtol=1e-10, atol=1e-10 * float(scale))
     torch.testing.assert_close(p.score(), q.score(), rtol=1e-9, atol=1e-9)
 
 
@@ -98,9 +104,33 @@ def test_training_step_through_module_with_dsm_residual() -> None:
     torch.testing.assert_close(diff, gauss, rtol=1e-5, atol=1e-5)
 
 
+def test_v_target_trains_with_the_residual_and_the_zero_network_has_the_exact_loss() -> None:
+    """With target 'v' and the residual, a zero network's DSM loss on Gaussian data equals the
+    exact v-model's (the irreducible loss), and one training step runs."""
+    sde = VPSDE()
+    spec = DenoiserSpec((3,), (3,), (3,))
+    model = Parameterization(sde, Zero(spec), "v", residual="gaussian", sigma_data=SIGMA_DATA)
+    gen = torch.Generator().manual_seed(3)
+    x0 = SIGMA_DATA * torch.randn(512, 3, generator=gen, dtype=torch.float64)
+    t = 1e-3 + 0.999 * torch.rand(512, generator=gen, dtype=torch.float64)
+    loss = DenoisingScoreMatching(target="v", residual="gaussian", sigma_data=SIGMA_DATA)
+    got = loss(model, sde, x0, generator=torch.Generator().manual_seed(4), t=t).loss
+    exact = ExactScoreModel(Gaussian(torch.zeros(3), SIGMA_DATA**2), sde, "eps")
+
+    def exact_v(u, tt):
+        q = exact(u, tt)
+        return Prediction(u, tt, q.v(), q.kernel, "v")
+
+    want = loss(exact_v, sde, x0, generator=torch.Generator().manual_seed(4), t=t).loss
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    tiny = functools.partial(ResNetMLP, width=16, depth=1, emb_dim=8)
+    m = DiffusionModule(sde=VPSDE(), denoiser=tiny, sampler=DDIM(5), loss=loss)
+    step = m.training_step({"x": GaussianMixtureDataModule().reference_samples(32)}, 0)
+    step.backward()
+    assert torch.isfinite(step) and m.model.residual == "gaussian" and m.model.target == "v"
+
+
 def test_refusals_name_field_and_fix() -> None:
-    with pytest.raises(ValueError, match=r"dsm\.residual='gaussian'.*target='v'.*residual='none'"):
-        DenoisingScoreMatching(target="v", residual="gaussian")
     with pytest.raises(ValueError, match=r"dsm\.residual"):
         DenoisingScoreMatching(residual="laplace")
     with pytest.raises(ValueError, match="preconditioning"):
@@ -109,5 +139,5 @@ def test_refusals_name_field_and_fix() -> None:
     with pytest.raises(ValueError, match=r"velocity_only.*residual='none'"):
         Parameterization(CLDSDE(), Zero(spec), "eps", velocity_only=True, residual="gaussian")
     spec = DenoiserSpec((2,), (2,), (2,))
-    with pytest.raises(ValueError, match=r"target='v'.*residual='none'"):
-        Parameterization(VPSDE(), Zero(spec), "v", residual="gaussian")
+    with pytest.raises(ValueError, match=r"target 'v'.*supports_v=False"):
+        Parameterization(VESDE(), Zero(spec), "v", residual="gaussian")
