@@ -39,7 +39,9 @@ Options:
   for data ``N(0, sigma_data^2 I)`` under the SDE's kernel, a linear map of ``u_t``
   (:func:`gaussian_operator`; operator form, so it is exact for VP, VE, blurring and CLD). A
   zero network is then that Gaussian's exact score model, right at high noise from the first
-  step, where VP's noise level ``rho_T ~ 152`` amplifies any eps error.
+  step, where VP's noise level ``rho_T ~ 152`` amplifies any eps error. With ``velocity_only``
+  the network's velocity score (read from eps_v or s_v as above) is added to the velocity half
+  of the Gaussian's exact score (CLD hybrid score matching; an alternative to ``mixed_score``).
 """
 
 from __future__ import annotations
@@ -263,11 +265,10 @@ class Parameterization(nn.Module):
                 f"Parameterization.residual must be 'none' or 'gaussian', got {residual!r}"
             )
         if residual == "gaussian":
-            if velocity_only:
+            if mixed_score:
                 raise ValueError(
-                    "residual='gaussian' needs a full-state network; velocity_only=True (CLD "
-                    "hybrid score matching, loss 'hsm') is not supported: use loss 'dsm' or "
-                    "residual='none'"
+                    "residual='gaussian' and mixed_score=True are two analytic bases for the "
+                    "velocity score (the Gaussian's exact one and -v / Sigma_vv): keep one"
                 )
             if preconditioning != "none":
                 raise ValueError(
@@ -314,6 +315,9 @@ class Parameterization(nn.Module):
         t = c.t.expand(b)
         if self.velocity_only:
             raw = self._velocity_to_score(raw, u_t, c.kernel)
+            if c.residual is not None:  # the Gaussian's exact velocity score as the base
+                base = _scale(c.residual, u_t.to(torch.float64))[:, 1:2]
+                raw = raw + torch.cat([torch.zeros_like(base), base], 1).to(raw.dtype)
             return Prediction(u_t, t, raw, c.kernel, "score", velocity_only=True)
         if raw.shape != u_t.shape:
             raise ValueError(
@@ -356,7 +360,9 @@ class Parameterization(nn.Module):
             else:
                 co["c_in"] = marginal_input_scale(kernel, sd)
         if self.residual == "gaussian":
-            op = gaussian_operator(self.sde, t, kernel, self.target, sd)
+            # velocity-only networks add to the velocity half of the exact score
+            target = "score" if self.velocity_only else self.target
+            op = gaussian_operator(self.sde, t, kernel, target, sd)
             co["residual"] = op.coef[:, 0, 0] if op.is_scalar else op
         return co
 

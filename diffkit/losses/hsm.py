@@ -59,6 +59,11 @@ class HybridScoreMatching(Loss):
         p_std: standard deviation of ``ln rho`` for ``log_normal``.
         mixed_score: the module wraps the network with CLD-SGM's mixed score
             ``s_v = -v / Sigma_vv(t) + s_v^net`` (read by the module as ``loss.mixed_score``).
+        residual: ``gaussian``: the module adds the network's velocity score to the velocity
+            half of the exact score of ``N(0, sigma_data^2 I)`` data (velocity ``N(0, gamma M)``)
+            under the SDE (see :mod:`diffkit.denoisers.parameterization`); exclusive with
+            ``mixed_score``.
+        sigma_data: data standard deviation for ``residual`` and the network's input scaling.
     """
 
     output_kind = "velocity"
@@ -73,8 +78,19 @@ class HybridScoreMatching(Loss):
         p_mean: float = -1.2,
         p_std: float = 1.2,
         mixed_score: bool = False,
+        residual: Literal["none", "gaussian"] = "none",
+        sigma_data: float = 0.5,
     ) -> None:
         super().__init__()
+        if residual not in ("none", "gaussian"):
+            raise ValueError(f"hsm.residual must be 'none' or 'gaussian', got {residual!r}")
+        if residual == "gaussian" and mixed_score:
+            raise ValueError(
+                "hsm.residual='gaussian' and hsm.mixed_score=true are two analytic bases for the "
+                "velocity score: set hsm.mixed_score=false or hsm.residual='none'"
+            )
+        if sigma_data <= 0:
+            raise ValueError(f"hsm.sigma_data must be > 0, got {sigma_data}")
         if target not in ("eps", "score"):
             raise ValueError(
                 f"hsm.target must be 'eps' (velocity noise) or 'score' (velocity score), got "
@@ -100,6 +116,8 @@ class HybridScoreMatching(Loss):
         self.reduction = reduction
         self.p_mean, self.p_std = float(p_mean), float(p_std)
         self.mixed_score = bool(mixed_score)
+        self.residual = residual
+        self.sigma_data = float(sigma_data)
         self._checked: set[int] = set()
 
     def check_sde(self, sde: LinearSDE) -> None:

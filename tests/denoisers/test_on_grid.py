@@ -79,6 +79,7 @@ CASES = [
     ("cld", {"target": "x0", "residual": "gaussian"}),
     ("cld", {"target": "eps", "velocity_only": True}),
     ("cld", {"target": "score", "velocity_only": True, "mixed_score": True}),
+    ("cld", {"target": "eps", "velocity_only": True, "residual": "gaussian"}),
     ("blur", {"target": "eps"}),
     ("blur", {"target": "x0", "residual": "gaussian"}),
     ("blur", {"target": "score", "input_scaling": False}),

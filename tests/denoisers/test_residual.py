@@ -13,6 +13,7 @@ from diffkit.denoisers.base import Denoiser, DenoiserSpec
 from diffkit.denoisers.parameterization import Parameterization, gaussian_prediction
 from diffkit.denoisers.resnet import ResNetMLP
 from diffkit.losses.dsm import DenoisingScoreMatching
+from diffkit.losses.hsm import HybridScoreMatching
 from diffkit.module import DiffusionModule
 from diffkit.prediction import Prediction
 from diffkit.samplers.ddim import DDIM
@@ -130,14 +131,61 @@ def test_v_target_trains_with_the_residual_and_the_zero_network_has_the_exact_lo
     assert torch.isfinite(step) and m.model.residual == "gaussian" and m.model.target == "v"
 
 
+@pytest.mark.parametrize("target", ["eps", "score"])
+def test_velocity_only_zero_network_is_the_exact_gaussian_velocity_score(target: str) -> None:
+    """CLD hybrid score matching with the residual: a zero velocity network gives the velocity
+    half of the exact score of N(0, sigma_data^2 I) data (velocity N(0, gamma M)), and the HSM
+    loss of that model equals the exact velocity-score model's loss."""
+    sde = CLDSDE()  # training kernel 'hsm': conditioned on x0 only
+    data_shape = (3,)
+    spec = DenoiserSpec(data_shape, sde.state_shape(data_shape), data_shape)
+    model = Parameterization(
+        sde, Zero(spec), target, velocity_only=True, residual="gaussian", sigma_data=SIGMA_DATA
+    )
+    exact = ExactScoreModel(Gaussian(torch.zeros(data_shape), SIGMA_DATA**2), sde, "score")
+    gen = torch.Generator().manual_seed(5)
+    t = 1e-3 + 0.999 * torch.rand(64, generator=gen, dtype=torch.float64)
+    u = 2.0 * torch.randn(64, 2, 3, generator=gen, dtype=torch.float64)
+    p, q = model(u, t), exact(u, t)
+    assert p.velocity_only
+    want = q.score()[:, 1]
+    torch.testing.assert_close(p.score()[:, 1], want, rtol=1e-10, atol=1e-10)
+    assert bool((p.score()[:, 0] == 0).all())
+
+    def exact_velocity(uu, tt):
+        full = exact(uu, tt)
+        s_v = full.score()[:, 1]
+        raw = torch.stack([torch.zeros_like(s_v), s_v], 1)
+        return Prediction(uu, tt, raw, full.kernel, "score", velocity_only=True)
+
+    loss = HybridScoreMatching(target=target, residual="gaussian", sigma_data=SIGMA_DATA)
+    x0 = SIGMA_DATA * torch.randn(256, 3, generator=gen, dtype=torch.float64)
+    tt = 1e-3 + 0.999 * torch.rand(256, generator=gen, dtype=torch.float64)
+    got = loss(model, sde, x0, generator=torch.Generator().manual_seed(6), t=tt).loss
+    ref = loss(exact_velocity, sde, x0, generator=torch.Generator().manual_seed(6), t=tt).loss
+    torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-10)
+    tiny = functools.partial(ResNetMLP, width=16, depth=1, emb_dim=8)
+    m = DiffusionModule(sde=CLDSDE(), denoiser=tiny, sampler=DDIM(5), loss=loss)
+    assert m.model.residual == "gaussian" and m.model.velocity_only
+    step = m.training_step({"x": GaussianMixtureDataModule().reference_samples(32)}, 0)
+    step.backward()
+    assert torch.isfinite(step)
+
+
 def test_refusals_name_field_and_fix() -> None:
     with pytest.raises(ValueError, match=r"dsm\.residual"):
         DenoisingScoreMatching(residual="laplace")
     with pytest.raises(ValueError, match="preconditioning"):
         DenoisingScoreMatching(target="x0", preconditioning="edm", residual="gaussian")
     spec = DenoiserSpec((2,), (2, 2), (2,))
-    with pytest.raises(ValueError, match=r"velocity_only.*residual='none'"):
-        Parameterization(CLDSDE(), Zero(spec), "eps", velocity_only=True, residual="gaussian")
+    with pytest.raises(ValueError, match=r"mixed_score.*keep one"):
+        Parameterization(
+            CLDSDE(), Zero(spec), "eps", velocity_only=True, mixed_score=True, residual="gaussian"
+        )
+    with pytest.raises(ValueError, match=r"hsm\.mixed_score=false or hsm\.residual='none'"):
+        HybridScoreMatching(mixed_score=True, residual="gaussian")
+    with pytest.raises(ValueError, match=r"hsm\.residual"):
+        HybridScoreMatching(residual="laplace")
     spec = DenoiserSpec((2,), (2,), (2,))
     with pytest.raises(ValueError, match=r"target 'v'.*supports_v=False"):
         Parameterization(VESDE(), Zero(spec), "v", residual="gaussian")
