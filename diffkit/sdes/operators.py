@@ -139,9 +139,10 @@ class LinearOp:
     @staticmethod
     def scalar(c: Tensor | float, *, basis: Basis | None = None, k: int = 1) -> LinearOp:
         """``c * I``; ``c`` is a number or ``(N,)``."""
-        c = torch.as_tensor(c, dtype=torch.float64).reshape(-1)
-        eye = torch.eye(k, dtype=c.dtype, device=c.device)
-        return LinearOp(c[:, None, None] * eye, basis)
+        c = torch.as_tensor(c, dtype=torch.float64).reshape(-1, 1, 1)
+        if k == 1:
+            return LinearOp(c, basis)
+        return LinearOp(c * torch.eye(k, dtype=c.dtype, device=c.device), basis)
 
     @staticmethod
     def diagonal(c: Tensor, *, basis: Basis | None = None) -> LinearOp:
