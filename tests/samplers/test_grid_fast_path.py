@@ -110,3 +110,19 @@ def test_counting_model_at_needs_a_grid() -> None:
     with pytest.raises(RuntimeError, match="needs the grid"):
         model.at(torch.zeros(1, 2), 0)
     assert model.nfe == 0
+
+
+def test_coefficient_caches_are_per_grid_not_per_batch() -> None:
+    """Plans and the model's grid tables are reused across batch sizes and calls."""
+    sde = VPSDE()
+    spec = DenoiserSpec((2,), (2,), (2,))
+    model = Parameterization(sde, SmallResidual(spec), "eps", residual="gaussian")
+    sampler = DEIS(steps=6, order=2)
+    plans, tables = set(), set()
+    for batch in (4, 16, 4, 64):
+        res = sampler.sample(model, sde, (batch, 2), generator=torch.Generator().manual_seed(0))
+        assert res.x.shape == (batch, 2) and res.trajectory is None
+        plans.add(id(sampler.plan(sde)))
+        tables |= {id(rows) for _, rows in model._grid_tables.values()}
+    assert len(plans) == 1 and len(sampler._plans) == 1
+    assert len(tables) == 1 and len(model._grid_tables) == 1
