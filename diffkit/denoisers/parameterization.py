@@ -167,7 +167,8 @@ class Conditioning:
         t: ``(B,)`` or 0-d float64.
         kernel: the SDE's kernel at ``t`` (``B`` rows, or one row that broadcasts).
         c_noise: the network's noise input, ``(B,)`` or 0-d, in the network's dtype.
-        c_in: input scale (``None``: none); applied in the network's dtype.
+        c_in: input scale (``None``: none); applied in the state's dtype, before the cast to
+            the network's.
         residual: linear map ``u_t ->`` the Gaussian residual's base prediction (float64).
         skip, out: EDM's ``D = skip u_t + out F`` (``skip = c_skip / alpha``), else ``None``.
     """
@@ -182,8 +183,10 @@ class Conditioning:
 
 
 def _scale(c: Coefficient, x: Tensor) -> Tensor:
-    """``c x`` for a number, a broadcastable tensor or an operator."""
-    return c.apply(x) if isinstance(c, LinearOp) else x * c
+    """``c x`` in ``x``'s dtype, for a number, a broadcastable tensor or an operator."""
+    if isinstance(c, LinearOp):
+        return c.apply(x)
+    return x * (c.to(x.dtype) if isinstance(c, Tensor) else c)
 
 
 class Parameterization(nn.Module):
@@ -288,10 +291,12 @@ class Parameterization(nn.Module):
         self._grid_tables: dict[tuple, tuple[weakref.ref, list[Conditioning]]] = {}
 
     def net_dtype(self) -> torch.dtype:
-        for p in self.net.parameters():
-            if p.is_floating_point():
-                return p.dtype
-        return torch.float32
+        """The network's floating dtype (float32 for a network without floating parameters)."""
+        p = self._first_float_parameter()
+        return torch.float32 if p is None else p.dtype
+
+    def _first_float_parameter(self) -> Tensor | None:
+        return next((p for p in self.net.parameters() if p.is_floating_point()), None)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle and deep-copy without the per-grid tables (rebuilt on use)."""
@@ -300,18 +305,22 @@ class Parameterization(nn.Module):
         return state
 
     # ------------------------------------------------------------------ evaluation
-    def forward(self, u_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
-        """``u_t``: ``(B, *state)``; ``t``: ``(B,)`` (or a number) -> :class:`Prediction`."""
+    def forward(
+        self, u_t: Tensor, t: Tensor | float | Conditioning, cond: Tensor | None = None
+    ) -> Prediction:
+        """``u_t``: ``(B, *state)``; ``t``: ``(B,)`` (or a number), or a precomputed
+        :class:`Conditioning` (what :meth:`on_grid` passes) -> :class:`Prediction`."""
+        if isinstance(t, Conditioning):
+            return self.evaluate(u_t, t, cond)
         t = broadcast_time(t, u_t.shape[0], u_t.device)
         return self.evaluate(u_t, self.conditioning(t, self.net_dtype(), u_t.dim() - 1), cond)
 
     def evaluate(self, u_t: Tensor, c: Conditioning, cond: Tensor | None = None) -> Prediction:
         """The prediction at ``u_t`` ``(B, *state)`` under precomputed conditioning ``c``."""
         b = u_t.shape[0]
-        x_in = u_t.to(c.c_noise.dtype)
-        if c.c_in is not None:
-            x_in = _scale(c.c_in, x_in)
-        raw = self.net(x_in, c.c_noise.expand(b), cond)
+        # Input scaling in the state's dtype, then one rounding to the network's.
+        x_in = u_t if c.c_in is None else _scale(c.c_in, u_t)
+        raw = self.net(x_in.to(c.c_noise.dtype), c.c_noise.expand(b), cond)
         t = c.t.expand(b)
         if self.velocity_only:
             raw = self._velocity_to_score(raw, u_t, c.kernel)
@@ -328,8 +337,10 @@ class Parameterization(nn.Module):
             d = u_t.to(raw.dtype) * c.skip + raw * c.out
             return Prediction(u_t, t, d.to(u_t.dtype), c.kernel, "x0")
         if c.residual is not None:
-            if isinstance(c.residual, float):
-                raw = raw.add(u_t.to(raw.dtype), alpha=c.residual)
+            if isinstance(c.residual, float) and u_t.dtype == raw.dtype:
+                raw = raw.add(u_t, alpha=c.residual)
+            elif isinstance(c.residual, float):
+                raw = raw + (u_t * c.residual).to(raw.dtype)
             else:
                 raw = raw + _scale(c.residual, u_t.to(torch.float64)).to(raw.dtype)
         return Prediction(u_t, t, raw, c.kernel, self.target)
@@ -382,7 +393,7 @@ class Parameterization(nn.Module):
             t=t,
             kernel=co["kernel"],
             c_noise=co["c_noise"].to(device=t.device, dtype=dtype),
-            c_in=per_sample("c_in", dtype),
+            c_in=per_sample("c_in", torch.float64),
             residual=per_sample("residual", torch.float64),
             skip=per_sample("skip", dtype),
             out=per_sample("out", dtype),
@@ -426,7 +437,7 @@ class Parameterization(nn.Module):
                 zip(
                     t.unbind(),
                     co["c_noise"].to(dtype).unbind(),
-                    rows("c_in", dtype),
+                    rows("c_in", torch.float64),
                     rows("residual", torch.float64),
                     rows("skip", dtype),
                     rows("out", dtype),
@@ -469,17 +480,22 @@ class Parameterization(nn.Module):
 
 
 class _OnGrid:
-    """:meth:`Parameterization.on_grid`: tables fetched once per device, then indexed."""
+    """:meth:`Parameterization.on_grid`: the rows for the current device and network dtype,
+    passed to the model's ``__call__`` (so forward hooks and ``forward`` overrides apply)."""
 
     def __init__(self, model: Parameterization, times: Tensor, cond: Tensor | None) -> None:
         self.model, self.times, self.cond = model, times, cond
-        self._table: tuple[torch.device, list[Conditioning]] | None = None
+        self._key: tuple[torch.device, torch.dtype] | None = None
+        self._rows: list[Conditioning] = []
+        # Module conversions (.to, .double, ...) change a parameter's dtype in place, so one
+        # parameter tells the network's dtype at every call without walking the module tree.
+        self._probe = model._first_float_parameter()
 
     def __call__(self, u_t: Tensor, i: int) -> Prediction:
-        if self._table is None or self._table[0] != u_t.device:
-            rows = self.model.grid_conditioning(self.times, u_t.device, self.model.net_dtype())
-            self._table = (u_t.device, rows)
-        return self.model.evaluate(u_t, self._table[1][i], self.cond)
+        key = (u_t.device, torch.float32 if self._probe is None else self._probe.dtype)
+        if key != self._key:
+            self._rows, self._key = self.model.grid_conditioning(self.times, *key), key
+        return self.model(u_t, self._rows[i], self.cond)
 
 
 class ConditionedModel:

@@ -197,3 +197,38 @@ def test_plain_callables_are_evaluated_at_the_grid_time() -> None:
     pred = on_grid(plain, times)(u, 4)
     assert seen[0].shape == (6,) and bool((seen[0] == times[4]).all())
     torch.testing.assert_close(pred.raw, on_grid(model, times)(u, 4).raw)
+
+
+def test_grid_path_goes_through_module_call_and_follows_dtype_changes() -> None:
+    """Forward hooks fire on the grid path (it calls the module), and a network dtype change
+    between two calls of the same grid model is picked up."""
+    model, state = _model("vp", {"target": "eps", "residual": "gaussian"})
+    times = _grid(model.sde)
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    grid = on_grid(model, times)
+    u = torch.randn(3, *state, dtype=torch.float64)
+    grid(u, 0)
+    model.net.double()
+    grid(u, 1)
+    handle.remove()
+    assert len(calls) == 2
+    assert model.net.seen["u"].dtype == torch.float64 and model.net.seen["c"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "blur", "cld"])
+def test_half_precision_network_input_is_rounded_once(sde_name: str) -> None:
+    """c_in is applied in the state's dtype and the product rounded once to bfloat16: the
+    network input is within one bfloat16 rounding of the float64 value, on both paths."""
+    model, state = _model(sde_name, {"target": "eps"})
+    model.net.to(torch.bfloat16)
+    times = _grid(model.sde)
+    u = torch.randn(16, *state, generator=torch.Generator().manual_seed(0))
+    c64 = model.conditioning(times[2:3].expand(16), torch.float64, len(state))
+    exact = c64.c_in.apply(u.double()) if hasattr(c64.c_in, "apply") else u.double() * c64.c_in
+    for run in (lambda: model(u, times[2]), lambda: on_grid(model, times)(u, 2)):
+        run()
+        seen = model.net.seen["u"]
+        assert seen.dtype == torch.bfloat16
+        rel = ((seen.double() - exact).abs() / exact.abs().clamp_min(1e-3)).max().item()
+        assert rel <= 2.0**-8, rel  # bfloat16 rounds to 2^-9 relative; one rounding + float32
