@@ -32,6 +32,7 @@ import cProfile
 import importlib
 import inspect
 import io
+import itertools
 import os
 import pstats
 import sys
@@ -299,9 +300,11 @@ def bench_one(
     outs["diffkit"] = res.x
     wall: dict[str, list[float]] = {k: [] for k in impls}
     cpu: dict[str, list[float]] = {k: [] for k in impls}
+    orders = list(itertools.permutations(impls))
     for r in range(rounds):
-        names = list(impls)
-        names = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
+        # Every order of the implementations in turn: each runs first, last and after each
+        # other one equally often over a multiple of len(impls)! rounds.
+        names = orders[r % len(orders)]
         for k in names:
             w0, c0 = time.perf_counter(), time.process_time()
             impls[k]()
@@ -469,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=None,
-        help="timed calls per implementation (default: resnet 15, resnet_b64 9, unet 7)",
+        help="timed calls per implementation (default: resnet 12, resnet_b64 18, unet 6)",
     )
     parser.add_argument(
         "--models",
@@ -495,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     def rounds_for(model: str) -> int:
         if args.quick:
             return 1
-        return args.rounds or {"resnet": 15, "resnet_b64": 9, "unet": 7}.get(model, 9)
+        return args.rounds or {"resnet": 12, "resnet_b64": 18, "unet": 6}.get(model, 6)
 
     nfes = (10,) if args.quick else (10, 50)
     models = ["resnet"] if args.quick else args.models.split(",")
