@@ -12,10 +12,16 @@ initial noise:
   independently of diffkit). The maximum deviation between the two outputs is reported as a
   check that both do the same work.
 * ``diffusers`` (if importable): ``DDIMScheduler`` / ``DEISMultistepScheduler`` with
-  ``set_timesteps`` + ``step`` per call (how a diffusers pipeline runs), on the linear VP
-  schedule, with the network fed the same conditioning tensors as the other two loops (see
-  :func:`diffusers_loop_factory`: the comparison is of the loops around identical network
-  work).
+  ``set_timesteps`` + ``step`` per call (how a diffusers pipeline runs).
+
+All three run on one schedule and one grid: DDPM's discrete linear-beta schedule (diffkit's
+``VPSDE(schedule="ddpm")``, whose kernel at ``t = (i + 1) / 1000`` is diffusers'
+``alphas_cumprod[i]``) and diffusers' timesteps (diffkit's sampler gets them as its grid, ending
+at ``t = 0``). The network is conditioned on the DDPM timestep index, as diffusers passes it.
+So DDIM and gDDIM follow one trajectory in all three loops (``max_abs_diff_vs_diffusers`` ~1e-4,
+float32), and the network does the same work in each, which matters because its cost depends
+on its input values (up to ~30% measured between inputs); diffusers' DEIS (log-rho variant)
+differs from diffkit's tAB-DEIS, so its trajectory is close but not equal.
 
 Implementations are interleaved round by round; the ratios ``diffkit / bare`` (goal <= 1.05)
 and ``diffkit / diffusers`` (goal < 1) are medians of per-round ratios, with their standard
@@ -216,20 +222,12 @@ def bare_loop(
 
 
 # ---------------------------------------------------------------------------- diffusers
-def diffusers_loop_factory(name: str, nfe: int, net: torch.nn.Module, x_T: Tensor, conds, cins):
-    """A closure running a diffusers scheduler loop, or ``None`` when unavailable.
-
-    The network gets the same conditioning tensors ``conds`` and input scales ``cins`` as the
-    diffkit and bare loops (those of diffkit's grid), step by step, while diffusers' scheduler
-    runs on its own timesteps: the network's cost depends slightly on its inputs (~1% between
-    the two grids' times for the ResNet, through its sinusoidal time embedding), and the
-    comparison is of the loops around identical network work. The output is therefore not a
-    valid diffusers sample; sample quality is compared in ``tools/bench_samplers.py``.
-    """
+def diffusers_scheduler(name: str, nfe: int) -> tuple[Any, str] | None:
+    """diffusers' scheduler for ``name`` with ``nfe`` timesteps set (``None`` without diffusers)."""
     try:
         import diffusers
     except ImportError:
-        return None, None
+        return None
     common = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
     if name == "deis":
         sched = diffusers.DEISMultistepScheduler(
@@ -240,6 +238,22 @@ def diffusers_loop_factory(name: str, nfe: int, net: torch.nn.Module, x_T: Tenso
         sched = diffusers.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
         label = "DDIMScheduler(eta=0)"
     sched.set_timesteps(nfe)
+    return sched, f"{label}, diffusers {diffusers.__version__}"
+
+
+def diffusers_grid(sched: Any) -> Tensor:
+    """diffusers' timesteps as diffkit times ``t = (index + 1) / 1000``, ending at ``t = 0``
+    (both schedulers' last step goes to ``alpha_bar = 1``), float64 ``(nfe + 1,)``."""
+    idx = torch.as_tensor(sched.timesteps, dtype=torch.float64)
+    return torch.cat([(idx + 1) / 1000.0, torch.zeros(1, dtype=torch.float64)])
+
+
+def diffusers_loop_factory(
+    sched: Any, nfe: int, net: torch.nn.Module, x_T: Tensor, conds, cins
+) -> Callable[[], Tensor]:
+    """A closure running diffusers' scheduler loop as a pipeline does (``set_timesteps`` then
+    ``step`` per model call), feeding the network the conditioning tensors ``conds`` and input
+    scales ``cins`` of the same grid (the DDPM timestep index, as diffusers passes it)."""
 
     def run() -> Tensor:
         sched.set_timesteps(nfe)
@@ -249,7 +263,7 @@ def diffusers_loop_factory(name: str, nfe: int, net: torch.nn.Module, x_T: Tenso
                 x = sched.step(net(x * cin, c), t, x).prev_sample
         return x
 
-    return run, f"{label}, diffusers {diffusers.__version__}"
+    return run
 
 
 # ---------------------------------------------------------------------------- driver
@@ -257,7 +271,11 @@ def bench_one(
     model_name: str, sampler_name: str, nfe: int, rounds: int, quick: bool, nets: dict
 ) -> dict[str, Any] | None:
     net, data_shape, batch = nets[model_name]
-    sde = VPSDE()
+    # DDPM's discrete schedule (linear betas 1e-4..0.02, N = 1000): diffkit's kernel at
+    # t = (i + 1) / N is diffusers' alphas_cumprod[i], and every loop runs on diffusers' grid,
+    # so all three follow the same trajectory and the network does the same work in each (its
+    # cost depends on its input values).
+    sde = VPSDE(schedule="ddpm")
     sampler = make_sampler(sampler_name, nfe)
     if sampler is None:
         return {
@@ -269,6 +287,10 @@ def bench_one(
     score_model, param_kind = make_score_model(sde, net)
     gen = torch.Generator().manual_seed(0)
     x_T = torch.randn((batch, *data_shape), generator=gen)
+    made = diffusers_scheduler(sampler_name, nfe)
+    if made is not None:
+        grid = diffusers_grid(made[0])
+        sampler.times = lambda sde, grid=grid: grid  # diffkit's sampler on diffusers' grid
 
     plan = sampler.plan(sde)
     times = plan.times.numpy()
@@ -291,9 +313,10 @@ def bench_one(
         return bare_loop(net, x_T, conds, cins, coefs)
 
     impls: dict[str, Callable[[], Tensor]] = {"diffkit": run_diffkit, "bare": run_bare}
-    dif_run, dif_label = diffusers_loop_factory(sampler_name, nfe, net, x_T, conds, cins)
-    if dif_run is not None:
-        impls["diffusers"] = dif_run
+    dif_label = None
+    if made is not None:
+        impls["diffusers"] = diffusers_loop_factory(made[0], nfe, net, x_T, conds, cins)
+        dif_label = made[1]
 
     res = sampler.sample(score_model, sde, (batch, *data_shape), u_T=x_T)  # warm-up: plan
     outs = {k: f() for k, f in impls.items() if k != "diffkit"}  # warm-up, also the check
@@ -344,6 +367,10 @@ def bench_one(
         "overhead_ms_per_step": overhead_ms("diffkit"),
         "diffusers_overhead_ms_per_step": overhead_ms("diffusers") if has_dif else None,
         "max_abs_diff_vs_bare": float((outs["diffkit"] - outs["bare"]).abs().max()),
+        "output_scale": float(outs["bare"].abs().max()),
+        "max_abs_diff_vs_diffusers": (
+            float((outs["diffkit"] - outs["diffusers"]).abs().max()) if has_dif else None
+        ),
         "bare_eps_values": values,
         "score_model": param_kind,
         "diffusers_loop": dif_label,
@@ -600,10 +627,12 @@ def main(argv: list[str] | None = None) -> int:
         "less than two standard errors is 'within noise'. overhead_ms_per_step = median over "
         "rounds of (diffkit CPU time - bare CPU time) / NFE; diffusers_overhead_ms_per_step "
         "the same for diffusers' scheduler loop.",
-        "The bare loop and diffusers call the same network object with the same conditioning "
-        "tensors; max_abs_diff_vs_bare checks that diffkit's output equals the bare loop's "
-        "(differences ~1e-6 are float32 rounding; larger ones mean different coefficients, e.g. "
-        "a different DEIS variant).",
+        "All three loops call the same network object on one schedule (DDPM, linear betas) and "
+        "one grid (diffusers' timesteps, ending at t = 0), with the same conditioning tensors; "
+        "max_abs_diff_vs_bare checks that diffkit's output equals the bare loop's (0, or "
+        "float32 rounding); max_abs_diff_vs_diffusers that diffusers' DDIM follows the same "
+        "trajectory (its DEIS is the log-rho variant, so it differs there; the outputs are "
+        "those of an untrained network, whose last step to t = 0 amplifies differences).",
         "diffusers has no gDDIM; on VP, deterministic gDDIM is DDIM, so it is compared with "
         "DDIMScheduler. diffusers' DEIS uses 3 eps values (solver_order=3, log-rho variant).",
         "Implementations are interleaved round by round; absolute numbers are noisy on a shared "
@@ -630,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             "overhead_ms_per_step",
             "diffusers_overhead_ms_per_step",
             "max_abs_diff_vs_bare",
+            "max_abs_diff_vs_diffusers",
         ],
         goals=goals,
         notes=notes,

@@ -59,7 +59,8 @@ def test_bench_sampling_quick(tmp_path: Path) -> None:
     for r in ok:
         assert r["diffkit_nfe"] == r["nfe"]
         assert _finite(r["diffkit_sps"]) and _finite(r["bare_sps"])
-        assert r["max_abs_diff_vs_bare"] < 1e-5  # the bare loop does the same computation
+        # the bare loop does the same computation (float32 rounding at most)
+        assert r["max_abs_diff_vs_bare"] <= 1e-5 * (1.0 + r["output_scale"])
         assert _finite(r["cpu_ratio_vs_bare"]) and _finite(r["overhead_ms_per_step"])
     mem = report["memory"]
     assert {(r["model"], r["impl"]) for r in mem if "error" not in r} == {
