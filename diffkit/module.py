@@ -295,6 +295,7 @@ class DiffusionModule(L.LightningModule):
         generator: torch.Generator | None = None,
         cond: Tensor | None = None,
         u_T: Tensor | None = None,
+        ema: bool = True,
     ) -> SampleResult:
         """Draw ``n`` samples ``(n, *data_shape)`` in eval mode (EMA weights when present).
 
@@ -303,10 +304,12 @@ class DiffusionModule(L.LightningModule):
             generator: source of all randomness (default: seeded with ``seed``).
             cond: class labels ``(n,)`` for conditional models.
             u_T: initial states ``(n, *state_shape)``.
+            ema: sample with the EMA weights when an EMA callback offers them; ``False``: this
+                module's live weights.
         """
         if n < 1:
             raise ValueError(f"sample: n must be >= 1, got {n}")
-        module = self.sampling_module()
+        module = self.sampling_module() if ema else self
         sampler = sampler or self.sampler
         device = next(module.parameters()).device
         dtype = next(module.parameters()).dtype

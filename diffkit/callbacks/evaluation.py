@@ -12,7 +12,6 @@ entries as ``eval/<name>_<key>``, plus ``eval/nfe`` and ``eval/sample_seconds``.
 on the reference shard.
 """
 
-import functools
 import time
 from typing import Any
 
@@ -135,27 +134,9 @@ class MetricEvaluation(Callback):
     def _sample(
         self, pl_module: Any, n: int, generator: torch.Generator, cond: Tensor | None
     ) -> tuple[Tensor, int]:
-        if self.use_ema:
-            res = pl_module.sample(n, sampler=self.sampler, generator=generator, cond=cond)
-            return res.x, res.nfe
-        model = pl_module.model
-        if cond is not None:
-            model = functools.partial(pl_module.model, cond=cond)
-        sampler = self.sampler or pl_module.sampler
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                res = sampler.sample(
-                    model,
-                    pl_module.sde,
-                    (n, *pl_module.data_shape),
-                    generator=generator,
-                    device=pl_module.device,
-                    dtype=next(pl_module.parameters()).dtype,
-                )
-        finally:
-            pl_module.train(was_training)
+        res = pl_module.sample(
+            n, sampler=self.sampler, generator=generator, cond=cond, ema=self.use_ema
+        )
         return res.x, res.nfe
 
     def evaluate(self, trainer: L.Trainer, pl_module: Any) -> dict[str, float]:

@@ -12,7 +12,6 @@ make_grid``, images mapped from [-1, 1] to [0, 1]) is saved as
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from pathlib import Path
@@ -96,29 +95,13 @@ class SampleGrid(Callback):
         if getattr(pl_module, "num_classes", None):
             cond = torch.arange(self.num_samples, device=pl_module.device) % pl_module.num_classes
         start = time.perf_counter()
-        if self.use_ema:
-            result = pl_module.sample(
-                self.num_samples, sampler=self.sampler, generator=generator, cond=cond
-            )
-        else:  # the live weights, bypassing the EMA lookup of DiffusionModule.sample
-            model = pl_module.model
-            if cond is not None:
-                model = functools.partial(pl_module.model, cond=cond)
-            sampler = self.sampler or pl_module.sampler
-            was_training = pl_module.training
-            pl_module.eval()
-            try:
-                with torch.no_grad():
-                    result = sampler.sample(
-                        model,
-                        pl_module.sde,
-                        (self.num_samples, *pl_module.data_shape),
-                        generator=generator,
-                        device=pl_module.device,
-                        dtype=next(pl_module.parameters()).dtype,
-                    )
-            finally:
-                pl_module.train(was_training)
+        result = pl_module.sample(
+            self.num_samples,
+            sampler=self.sampler,
+            generator=generator,
+            cond=cond,
+            ema=self.use_ema,  # False: the live weights, bypassing the EMA lookup
+        )
         return result.x, int(result.nfe), time.perf_counter() - start
 
     def draw_grid(self, trainer: L.Trainer, pl_module: Any, tag: str) -> Path | None:
