@@ -59,7 +59,39 @@ def collate_dict(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch
 
 
-class GaussianMixtureDataModule(DiffusionDataModule):
+class TensorSplitsDataModule(DiffusionDataModule):
+    """Datamodules whose splits are in-memory :class:`TensorDictDataset` s from ``split(name)``
+    (``train`` | ``val`` | ``test``); subclasses set ``batch_size`` and ``seed``. Training
+    batches are drawn by :func:`~diffkit.data.shuffle.epoch_shuffle` (seeded per epoch, sharded
+    across ranks) and drop the last partial batch."""
+
+    batch_size: int
+    seed: int
+
+    def split(self, name: Literal["train", "val", "test"]) -> TensorDictDataset:
+        raise NotImplementedError
+
+    def _loader(self, name: Literal["train", "val", "test"], shuffle: bool) -> DataLoader:
+        data = self.split(name)
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=epoch_shuffle(data, self.seed, self.trainer) if shuffle else None,
+            drop_last=shuffle,
+            collate_fn=collate_dict,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class GaussianMixtureDataModule(TensorSplitsDataModule):
     """Mixture ``sum_k w_k N(mu_k, s_k^2 I)`` with equal weights.
 
     Args:
@@ -178,21 +210,3 @@ class GaussianMixtureDataModule(DiffusionDataModule):
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "val", "test"):
             self.split(name)
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.split(name),
-            batch_size=self.batch_size,
-            sampler=epoch_shuffle(self.split(name), self.seed, self.trainer) if shuffle else None,
-            drop_last=shuffle,
-            collate_fn=collate_dict,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -24,11 +24,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from diffkit.data.base import DiffusionDataModule
-from diffkit.data.gmm import TensorDictDataset, collate_dict, diamond_means
-from diffkit.data.shuffle import epoch_shuffle
+from diffkit.data.gmm import TensorDictDataset, TensorSplitsDataModule, diamond_means
 
 __all__ = ["Toy2DDataModule", "sample_toy2d"]
 
@@ -79,7 +76,7 @@ def sample_toy2d(name: str, n: int, noise: float, generator: torch.Generator) ->
     raise ValueError(f"toy2d: dataset must be one of {', '.join(TOY2D_NAMES)}; got {name!r}")
 
 
-class Toy2DDataModule(DiffusionDataModule):
+class Toy2DDataModule(TensorSplitsDataModule):
     """A 2-D toy distribution; batches ``{"x": (B, 2) float32}``.
 
     Args:
@@ -162,22 +159,3 @@ class Toy2DDataModule(DiffusionDataModule):
     def setup(self, stage: str | None = None) -> None:
         for name in ("train", "val", "test"):
             self.split(name)
-
-    def _loader(self, name: Literal["train", "val", "test"], shuffle: bool) -> DataLoader:
-        data = self.split(name)
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            sampler=epoch_shuffle(data, self.seed, self.trainer) if shuffle else None,
-            drop_last=shuffle,
-            collate_fn=collate_dict,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
