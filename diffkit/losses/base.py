@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from diffkit.losses.time_sampling import sample_time
+
 if TYPE_CHECKING:
     from diffkit.denoisers.parameterization import Parameterization
     from diffkit.sdes.base import LinearSDE
@@ -39,6 +41,40 @@ class Loss(nn.Module):
 
     def check_sde(self, sde: LinearSDE) -> None:
         """Raise ``ValueError`` at construction when this loss is undefined for ``sde``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._checked_sdes: set[int] = set()
+
+    def check_once(self, sde: LinearSDE) -> None:
+        """:meth:`check_sde`, once per SDE object (losses call it on every batch)."""
+        if id(sde) not in self._checked_sdes:
+            self.check_sde(sde)
+            self._checked_sdes.add(id(sde))
+
+    def sample_time(
+        self,
+        sde: LinearSDE,
+        batch: int,
+        generator: torch.Generator | None,
+        device: torch.device,
+        t: Tensor | None = None,
+    ) -> Tensor:
+        """The training times of one batch, float64 ``(batch,)``: ``t`` when given (broadcast),
+        else drawn by the loss's ``time_sampling`` law (attributes ``time_sampling``, ``t_min``,
+        ``p_mean``, ``p_std``)."""
+        if t is not None:
+            return t.to(device=device, dtype=torch.float64).reshape(-1).expand(batch)
+        return sample_time(
+            self.time_sampling,
+            sde,
+            batch,
+            t_min=self.t_min,
+            generator=generator,
+            device=device,
+            p_mean=self.p_mean,
+            p_std=self.p_std,
+        )
 
     def forward(
         self,

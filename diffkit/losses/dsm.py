@@ -26,7 +26,7 @@ from torch import Tensor
 
 from diffkit.denoisers.parameterization import kernel_is_scalar, scalar_alpha_sigma
 from diffkit.losses.base import Loss, LossOutput
-from diffkit.losses.time_sampling import TimeSampling, likelihood_normaliser, sample_time
+from diffkit.losses.time_sampling import TimeSampling, likelihood_normaliser
 from diffkit.losses.weighting import WEIGHTINGS, Weighting, eps_weight, target_factor
 from diffkit.prediction import TARGETS, Prediction, Target
 from diffkit.sdes.base import GaussianKernel, LinearSDE
@@ -156,7 +156,6 @@ class DenoisingScoreMatching(Loss):
         self.p_mean, self.p_std = float(p_mean), float(p_std)
         self.preconditioning = preconditioning
         self.residual = residual
-        self._checked: set[int] = set()
 
     # ------------------------------------------------------------------ validation
     def check_sde(self, sde: LinearSDE) -> None:
@@ -181,27 +180,7 @@ class DenoisingScoreMatching(Loss):
                 "operator-valued kernel: use time_sampling='uniform' with weighting='likelihood'"
             )
 
-    def _check_once(self, sde: LinearSDE) -> None:
-        if id(sde) not in self._checked:
-            self.check_sde(sde)
-            self._checked.add(id(sde))
-
     # ------------------------------------------------------------------ loss
-    def sample_time(
-        self, sde: LinearSDE, batch: int, generator: torch.Generator | None, device
-    ) -> Tensor:
-        """The training times of one batch, float64 ``(batch,)``."""
-        return sample_time(
-            self.time_sampling,
-            sde,
-            batch,
-            t_min=self.t_min,
-            generator=generator,
-            device=device,
-            p_mean=self.p_mean,
-            p_std=self.p_std,
-        )
-
     def forward(
         self,
         model,
@@ -217,14 +196,9 @@ class DenoisingScoreMatching(Loss):
         ``t`` (float64 ``(B,)``) overrides the time sampling (for tests and evaluation); the
         importance weight is then not applied.
         """
-        self._check_once(sde)
-        b = x0.shape[0]
-        if t is None:
-            t = self.sample_time(sde, b, generator, x0.device)
-            importance = self.time_sampling == "importance"
-        else:
-            t = t.to(device=x0.device, dtype=torch.float64).reshape(-1).expand(b)
-            importance = False
+        self.check_once(sde)
+        importance = t is None and self.time_sampling == "importance"
+        t = self.sample_time(sde, x0.shape[0], generator, x0.device, t)
         u0 = sde.lift(x0, generator=generator)
         u_t, eps = sde.perturb(u0, t, generator=generator)
         pred: Prediction = model(u_t, t) if cond is None else model(u_t, t, cond)

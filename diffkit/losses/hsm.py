@@ -31,7 +31,6 @@ from torch import Tensor
 
 from diffkit.losses.base import Loss, LossOutput
 from diffkit.losses.dsm import Reduction, reduce_dims
-from diffkit.losses.time_sampling import sample_time
 from diffkit.prediction import Prediction
 from diffkit.sdes.base import GaussianKernel, LinearSDE
 
@@ -118,7 +117,6 @@ class HybridScoreMatching(Loss):
         self.mixed_score = bool(mixed_score)
         self.residual = residual
         self.sigma_data = float(sigma_data)
-        self._checked: set[int] = set()
 
     def check_sde(self, sde: LinearSDE) -> None:
         """Refuse SDEs without a (position, velocity) state."""
@@ -142,23 +140,8 @@ class HybridScoreMatching(Loss):
         t: Tensor | None = None,
     ) -> LossOutput:
         """``x0``: data ``(B, *S)`` -> per-sample losses ``(B,)``; ``t`` overrides the draw."""
-        if id(sde) not in self._checked:
-            self.check_sde(sde)
-            self._checked.add(id(sde))
-        b = x0.shape[0]
-        if t is None:
-            t = sample_time(
-                self.time_sampling,
-                sde,
-                b,
-                t_min=self.t_min,
-                generator=generator,
-                device=x0.device,
-                p_mean=self.p_mean,
-                p_std=self.p_std,
-            )
-        else:
-            t = t.to(device=x0.device, dtype=torch.float64).reshape(-1).expand(b)
+        self.check_once(sde)
+        t = self.sample_time(sde, x0.shape[0], generator, x0.device, t)
         u0 = torch.stack([x0, torch.zeros_like(x0)], dim=1)
         u_t, eps = sde.perturb(u0, t, generator=generator)
         pred: Prediction = model(u_t, t) if cond is None else model(u_t, t, cond)
