@@ -55,7 +55,9 @@ def test_ddim_worked_example_discrete_ou() -> None:
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_ddim_reproduces_gaussian_covariance_propagation(eta: float, gaussian_score) -> None:
+def test_ddim_reproduces_gaussian_covariance_propagation(
+    eta: float, gaussian_score, exact_variance
+) -> None:
     """The real DDIM loop on Gaussian data N(0, diag LAM) (exact score) has the output variance
     of the closed-form recurrence v <- (alpha_s/alpha_t + b sigma_t / C_t)^2 v + sbar^2, with
     b = sqrt(sigma_s^2 - sbar^2) - alpha_s sigma_t / alpha_t (samplers.md §4, §12); for a point
@@ -79,20 +81,8 @@ def test_ddim_reproduces_gaussian_covariance_propagation(eta: float, gaussian_sc
 
     sampler = _Grid(steps=len(times) - 1, eta=eta)
     model = gaussian_score(sde, LinearOp.diagonal(lam[None]))
-    steps = len(times) - 1
-    u_T = torch.zeros(steps + 1, 4, dtype=torch.float64)
-    u_T[0] = c[0].sqrt()
-    calls = [0]
-
-    def source(u: torch.Tensor) -> torch.Tensor:
-        calls[0] += 1
-        z = torch.zeros_like(u)
-        z[calls[0]] = 1.0
-        return z
-
-    sampler.noise_source = source
-    out = sampler.sample(model, sde, (steps + 1, 4), u_T=u_T, dtype=torch.float64).x
-    torch.testing.assert_close(out.pow(2).sum(0), var, rtol=1e-12, atol=1e-15)
+    out_var, _ = exact_variance(sampler, model, sde, c[0], len(times) - 1)
+    torch.testing.assert_close(out_var, var, rtol=1e-12, atol=1e-15)
 
 
 def test_ddim_and_euler_first_order(gaussian_score) -> None:

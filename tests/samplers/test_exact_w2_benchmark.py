@@ -52,7 +52,7 @@ def test_pierret_galerne_table_at_50_points(bench, scheme: str, eps: float) -> N
     assert abs(bench.w2_to_data(lam, cov) - published) <= 0.01
 
 
-def test_stepwise_propagation_matches_batched_noise_rows(bench, gaussian_score) -> None:
+def test_stepwise_propagation_matches_batched_noise_rows(bench, exact_variance) -> None:
     """The callback/reset propagation equals the all-noise-rows computation of the same loop."""
     sde = VPSDE()
     lam = torch.tensor([0.05, 0.5, 2.0], dtype=torch.float64)
@@ -61,17 +61,6 @@ def test_stepwise_propagation_matches_batched_noise_rows(bench, gaussian_score) 
     start = torch.full((3, 1, 1), 0.7, dtype=torch.float64)
     steps = 12
     cov, _ = bench.propagate(EulerMaruyama(steps), sde, model, start, modes)
-    u_T = torch.zeros(steps + 1, 3, dtype=torch.float64)
-    u_T[0] = 0.7**0.5
-    calls = [0]
-
-    def source(u: torch.Tensor) -> torch.Tensor:
-        calls[0] += 1
-        z = torch.zeros_like(u)
-        z[calls[0]] = 1.0
-        return z
-
-    sampler = EulerMaruyama(steps)
-    sampler.noise_source = source
-    out = sampler.sample(model, sde, (steps + 1, 3), u_T=u_T, dtype=torch.float64).x
-    torch.testing.assert_close(cov[:, 0, 0], out.pow(2).sum(0), rtol=1e-12, atol=1e-14)
+    start_var = torch.full((3,), 0.7, dtype=torch.float64)
+    out_var, _ = exact_variance(EulerMaruyama(steps), model, sde, start_var, steps)
+    torch.testing.assert_close(cov[:, 0, 0], out_var, rtol=1e-12, atol=1e-14)

@@ -68,37 +68,26 @@ def test_error_falls_with_order(gaussian_score) -> None:
     assert errs == sorted(errs, reverse=True), errs
 
 
-def _em_variance(steps: int, gaussian_score) -> torch.Tensor:
+def _em_variance(steps: int, gaussian_score, exact_variance) -> torch.Tensor:
     """Exact output variance of reverse-SDE EM started at p_T, with the real sampler loop.
 
-    The loop is linear in (u_T, z_1, ..., z_N): row 0 of the batch carries ``sqrt(C_T)`` and no
-    noise; row k carries only the k-th noise draw (z = 1). Variance = sum of squared rows.
+    (The loop is linear in (u_T, z_1, ..., z_N); see ``noise_row_variance`` in conftest.)
     """
     sde = VPSDE()
     model = gaussian_score(sde, LinearOp.diagonal(LAM[None]))
     c_t = model.marginal_cov(torch.tensor([sde.T], dtype=torch.float64)).coef[0, :, 0, 0]
     sampler = EulerMaruyama(steps, grid="uniform", lam=1.0)
-    u_T = torch.zeros(steps + 1, 3, dtype=torch.float64)
-    u_T[0] = c_t.sqrt()
-    calls = [0]
-
-    def source(u: torch.Tensor) -> torch.Tensor:
-        calls[0] += 1
-        z = torch.zeros_like(u)
-        z[calls[0]] = 1.0
-        return z
-
-    sampler.noise_source = source
-    out = sampler.sample(model, sde, (steps + 1, 3), u_T=u_T, dtype=torch.float64).x
-    assert calls[0] == steps
-    return out.pow(2).sum(0)
+    var, draws = exact_variance(sampler, model, sde, c_t, steps)
+    assert draws == steps
+    return var
 
 
-def test_em_weak_order_one_on_variances(gaussian_score) -> None:
+def test_em_weak_order_one_on_variances(gaussian_score, exact_variance) -> None:
     sde = VPSDE()
     model = gaussian_score(sde, LinearOp.diagonal(LAM[None]))
     target = model.marginal_cov(torch.tensor([sde.t_min], dtype=torch.float64)).coef[0, :, 0, 0]
     steps = [50, 100, 200]
-    errs = [(_em_variance(n, gaussian_score) - target).abs().max().item() for n in steps]
+    variances = [_em_variance(n, gaussian_score, exact_variance) for n in steps]
+    errs = [(v - target).abs().max().item() for v in variances]
     slope = float(np.log(errs[-2] / errs[-1]) / np.log(2))
     assert 0.8 < slope < 1.3, (errs, slope)
