@@ -134,7 +134,7 @@ class DiffusionModule(L.LightningModule):
             output_shape=data_shape if output_kind == "velocity" else state_shape,
             num_classes=num_classes,
         )
-        self.net = denoiser(self.spec)
+        self.net = _build_network(denoiser, self.spec)
         if not isinstance(self.net, torch.nn.Module):
             raise TypeError(
                 f"DiffusionModule.denoiser must build an nn.Module, got {type(self.net).__name__}"
@@ -342,6 +342,33 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
     return False
+
+
+def _build_network(factory: Callable[[DenoiserSpec], Denoiser], spec: DenoiserSpec) -> Denoiser:
+    """``factory(spec)``, refused with the estimate when its float32 weights alone would not
+    fit in the available host memory (sized first on the meta device, which allocates nothing)."""
+    from diffkit.memory import available_memory, format_bytes, network_parameters
+
+    try:
+        name, count = network_parameters(factory, spec)
+    except Exception:  # a network that cannot be built on meta is sized by building it
+        return _named(factory, spec)
+    have = available_memory()
+    if have is not None and count * 4 > have:
+        raise ValueError(
+            f"model.denoiser ({name}): its {count:.3g} parameters need {format_bytes(count * 4)} "
+            f"as float32 weights, and {format_bytes(have)} of memory is available; make the "
+            "network smaller (width, depth, channels)"
+        )
+    return _named(factory, spec)
+
+
+def _named(factory: Callable[[DenoiserSpec], Denoiser], spec: DenoiserSpec) -> Denoiser:
+    """``factory(spec)``; a ValueError (arguments the network rejects) names ``model.denoiser``."""
+    try:
+        return factory(spec)
+    except ValueError as err:
+        raise ValueError(f"model.denoiser: {err}") from err
 
 
 def _check(part: str, name: str, check: Callable[[], None]) -> None:

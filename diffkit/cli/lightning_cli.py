@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import (
     ArgsType,
     LightningArgumentParser,
@@ -26,13 +27,15 @@ from lightning.pytorch.utilities import rank_zero_info
 
 import diffkit
 from diffkit.callbacks.run_summary import RunSummary, run_directory, wandb_logger
+from diffkit.cli.run_checks import check_built_run, check_config, explain_build_error
 from diffkit.data.base import DiffusionDataModule
+from diffkit.errors import UserError
 from diffkit.module import DiffusionModule
 
 __all__ = ["ConfigError", "DiffkitCLI", "DiffkitSaveConfig", "installed_plugins", "plugins_in_use"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that parsed but cannot be built (names the part and the cause)."""
 
 
@@ -178,16 +181,31 @@ class DiffkitCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        """Check the parsed config (numbers, devices, output locations); set the threads."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_config(config)
         threads = config.get("num_threads")
         if threads is not None:
-            if threads < 1:
-                raise ConfigError(f"num_threads must be >= 1 or null, got {threads}")
             torch.set_num_threads(threads)
 
     def instantiate_classes(self) -> None:
-        """Build the parts; a ValueError/LookupError raised by a part becomes a ConfigError."""
+        """Build the parts, then check what needs them built (memory, batches, optimizer).
+
+        A ValueError/LookupError raised by a part, or Lightning's MisconfigurationException
+        from the Trainer, becomes a :class:`ConfigError` naming the config key.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
         try:
             super().instantiate_classes()
-        except (ValueError, LookupError) as err:
-            raise ConfigError(str(err)) from err
+        except UserError:
+            raise
+        except (ValueError, LookupError, MisconfigurationException) as err:
+            raise ConfigError(explain_build_error(err, config)) from err
+        check_built_run(self.model, self.datamodule, self.trainer)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; Lightning's MisconfigurationException (a user's setting) is a ConfigError."""
+        try:
+            super()._run_subcommand(subcommand)
+        except MisconfigurationException as err:
+            raise ConfigError(f"trainer: {err}") from err

@@ -1,7 +1,10 @@
 """``diffkit list [KIND] [--json] [--check] [--load]``: every registered part and plugin.
 
 The plain listing reads the built-in table and installed distributions' metadata only: it
-imports neither torch nor any plugin. ``--load`` imports every target to verify it and shows its
+imports neither torch nor any plugin. It still finds a plugin part whose module or class is
+missing, or whose module has a syntax error, by reading the module's source without running it
+(status ``broken``); a part that fails only when imported shows as ``not loaded`` until
+``--load``. ``--load`` imports every target to verify it and shows its
 summary line and signature; ``--check`` (implies ``--load``) exits 1 when anything is broken,
 shadowed or ambiguous, which is what a plugin's CI runs.
 """
@@ -9,13 +12,19 @@ shadowed or ambiguous, which is what a plugin's CI runs.
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.machinery
 import inspect
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["PROBLEM_STATUSES", "build_parser", "list_main"]
+from diffkit.cli.boundary import answer, split_traceback_flag
+from diffkit.errors import UserError
+
+__all__ = ["PROBLEM_STATUSES", "build_parser", "list_main", "static_problem"]
 
 PROBLEM_STATUSES: tuple[str, ...] = ("broken", "shadowed", "ambiguous")
 COLUMNS: tuple[str, ...] = ("kind", "name", "target", "source", "status")
@@ -55,7 +64,7 @@ def _resolve_kinds(kind: str | None) -> list[str]:
         if key in (k, plurals[k], "data" if k == "datamodule" else k):
             return [k]
     aliases = [*REGISTRIES, *plurals.values()]
-    raise ValueError(
+    raise UserError(
         f"unknown kind '{kind}'. {did_you_mean(suggest(key, aliases))}"
         f"Kinds: {', '.join(REGISTRIES)}"
     )
@@ -77,6 +86,70 @@ def _describe(target: str) -> dict[str, Any]:
     return {"summary": doc.strip().splitlines()[0] if doc.strip() else "", "signature": sig}
 
 
+def _defined_names(tree: ast.Module) -> set[str] | None:
+    """Top-level names a module's source defines (``None`` when they are dynamic)."""
+    names: set[str] = set()
+    body = list(tree.body)
+    while body:
+        node = body.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                body += getattr(node, field, [])
+        elif isinstance(node, ast.ExceptHandler):
+            body += node.body
+    return names
+
+
+def static_problem(target: str) -> str | None:
+    """Why ``"module:attr"`` cannot import, found without running any of its code (a missing
+    module or attribute, a syntax error), or ``None`` when nothing is visibly wrong."""
+    module, _, attr = target.partition(":")
+    parts = module.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return f"ValueError: '{target}' is not a 'package.module:attr' path"
+    spec, path = None, None
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        if name in sys.modules:
+            spec = getattr(sys.modules[name], "__spec__", None)
+        elif i == 0 and name in sys.builtin_module_names:
+            return None
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            return f"ModuleNotFoundError: No module named '{name}'"
+        path = spec.submodule_search_locations
+        if path is None and i < len(parts) - 1:
+            return f"ModuleNotFoundError: No module named '{'.'.join(parts[: i + 2])}'"
+    origin = getattr(spec, "origin", None)
+    if not attr or not origin or not origin.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(origin).read_bytes(), origin)
+    except SyntaxError as exc:
+        return f"SyntaxError: {exc.msg} ({origin}, line {exc.lineno})"
+    except (OSError, ValueError):
+        return None
+    names = _defined_names(tree)
+    top = attr.split(".")[0]
+    if names is not None and top not in names:
+        return f"AttributeError: module '{module}' has no attribute '{top}'"
+    return None
+
+
 def _records(kinds: list[str], load: bool) -> list[dict[str, Any]]:
     from diffkit.registry import REGISTRIES
 
@@ -85,6 +158,10 @@ def _records(kinds: list[str], load: bool) -> list[dict[str, Any]]:
         registry = REGISTRIES[kind]
         for entry in registry.load_all() if load else registry.entries():
             rec = entry.to_dict()
+            if not load and entry.status == "not loaded":
+                problem = static_problem(entry.target)
+                if problem is not None:
+                    rec.update(status="broken", error=problem)
             if load and entry.status != "broken":
                 rec.update(_describe(entry.target))
                 if entry.source == "in-process" and registry.description(entry.name):
@@ -108,17 +185,25 @@ def _table(records: list[dict[str, Any]], load: bool) -> str:
             lines.append(f"    error: {rec['error']}")
     if not records:
         lines.append("(nothing registered)")
+    if not load and any(r["status"] == "not loaded" for r in records):
+        lines.append(
+            "(not loaded: a plugin part not imported yet; 'diffkit list --load' checks it)"
+        )
     return "\n".join(lines)
 
 
 def list_main(argv: Sequence[str] | None = None) -> int:
     """Run ``diffkit list``; returns the exit code (0 ok, 1 problems under ``--check``, 2 usage)."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args, show_traceback = split_traceback_flag(sys.argv[1:] if argv is None else argv)
+    return answer(lambda: _list(args), show_traceback=show_traceback)
+
+
+def _list(argv: list[str]) -> int:
     try:
-        kinds = _resolve_kinds(args.kind)
-    except ValueError as exc:
-        sys.stderr.write(f"diffkit list: error: {exc}\n")
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help and usage errors
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    kinds = _resolve_kinds(args.kind)
     load = args.load or args.check
     records = _records(kinds, load)
     if args.json:

@@ -2,8 +2,10 @@
 
 ``fit | validate | test | predict`` go to :class:`~diffkit.cli.lightning_cli.DiffkitCLI`; the
 other subcommands are functions ``(argv) -> exit code`` listed in :data:`SUBCOMMANDS` (adding one
-is one line there). A configuration error exits with status 2 and a one-paragraph message, no
-traceback.
+is one line there). Every command runs through :func:`diffkit.cli.boundary.answer`: a user's
+mistake exits with status 2 and one message naming the field, file or value and the fix, without
+a traceback (``--traceback`` or ``DIFFKIT_TRACEBACK=1`` shows it); an internal error keeps its
+traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+
+from diffkit.cli.boundary import TRACEBACK_FLAG, answer, split_traceback_flag
+from diffkit.errors import UserError
 
 __all__ = ["LIGHTNING_SUBCOMMANDS", "SUBCOMMANDS", "main"]
 
@@ -42,18 +47,16 @@ def _usage() -> str:
     )
 
 
-def _error(message: str) -> int:
-    sys.stderr.write(f"diffkit: error: {message}\n")
-    return 2
+def _run_lightning(command: str, rest: list[str], from_sys_argv: bool) -> int:
+    from diffkit.cli.input_checks import check_config_files
 
-
-def _run_lightning(argv: list[str] | None) -> int:
-    from diffkit.cli.lightning_cli import ConfigError, DiffkitCLI
+    check_config_files(rest)
+    from diffkit.cli.lightning_cli import DiffkitCLI
 
     try:
-        DiffkitCLI(args=argv)  # None: LightningCLI reads sys.argv itself
-    except ConfigError as err:
-        return _error(str(err))
+        DiffkitCLI(args=None if from_sys_argv else [command, *rest])  # None: reads sys.argv
+    except SystemExit as exit_:  # argparse/jsonargparse errors and --help/--print_config
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0
 
 
@@ -65,14 +68,25 @@ def _run_routed(command: str, argv: list[str]) -> int:
     except ModuleNotFoundError as err:
         if err.name != module_name:
             raise
-        return _error(f"'diffkit {command}' is not available in this installation ({target})")
+        raise UserError(
+            f"'diffkit {command}' is not available in this installation ({target})"
+        ) from err
     code = getattr(module, func_name)(argv)
     return int(code or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``diffkit`` console script; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``diffkit`` console script; returns the exit code (0 success, 1
+    internal error or failed check, 2 a user's mistake)."""
+    args, show_traceback = split_traceback_flag(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # LightningCLI reads sys.argv itself
+        sys.argv[1:] = args
+    return answer(
+        lambda: _dispatch(args, argv is None, show_traceback), show_traceback=show_traceback
+    )
+
+
+def _dispatch(args: list[str], from_sys_argv: bool, show_traceback: bool) -> int:
     if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(_usage())
         return 0 if args else 2
@@ -83,15 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command in SUBCOMMANDS:
-        return _run_routed(command, rest)
+        # a routed command answers its own user errors: it gets the switch back
+        return _run_routed(command, [*rest, TRACEBACK_FLAG] if show_traceback else rest)
     if command in LIGHTNING_SUBCOMMANDS:
-        try:
-            return _run_lightning(None if argv is None else [command, *rest])
-        except SystemExit as exit_:  # argparse/jsonargparse errors and --help/--print_config
-            return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        return _run_lightning(command, rest, from_sys_argv)
     import difflib
 
     known = [*LIGHTNING_SUBCOMMANDS, *SUBCOMMANDS]
     close = difflib.get_close_matches(command, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return _error(f"unknown command '{command}'.{hint} Commands: {', '.join(known)}")
+    raise UserError(f"unknown command '{command}'.{hint} Commands: {', '.join(known)}")

@@ -19,6 +19,7 @@ __all__ = [
     "DiffkitArgumentParser",
     "ShortNameArgumentParser",
     "ShortNameErrors",
+    "explain_non_finite",
     "explain_unknown_names",
 ]
 
@@ -115,11 +116,43 @@ def explain_unknown_names(message: str) -> str | None:
     return "\n".join(out) or None
 
 
+#: Spellings of non-finite numbers that jsonargparse leaves as strings (YAML's are ``.inf``).
+_NON_FINITE = r"[-+]?(?:nan|inf|infinity)"
+_GOT_NON_FINITE = re.compile(rf"(?:Got|Given) value: ({_NON_FINITE})\.?\s*$", re.IGNORECASE)
+_NAME_NON_FINITE = re.compile(
+    rf'Parser key "([^"]+)": Unknown name \'({_NON_FINITE})\'', re.IGNORECASE
+)
+_FINITE_TAIL = "but it must be a finite number (such as 0.5 or 1e-3)"
+#: A nested parser's own explanation, lifted out with the full key path.
+_EXPLAINED_NON_FINITE = re.compile(rf'Parser key "([^"]+)": got \'({_NON_FINITE})\', but', re.I)
+
+
+def explain_non_finite(message: str) -> str | None:
+    """``Parser key "model.sde.beta_max": got 'inf', but it must be a finite number`` when a
+    jsonargparse error message rejects a nan/inf spelling, else ``None``."""
+    lines = message.splitlines()
+    for i, line in enumerate(lines):
+        inner = _NAME_NON_FINITE.search(line) or _EXPLAINED_NON_FINITE.search(line)
+        got = _GOT_NON_FINITE.search(line)
+        if inner is None and got is None:
+            continue
+        keys = [k for k in (_key_path(lines, i), inner.group(1) if inner else "") if k]
+        own = _KEY.match(line)
+        if own and inner is None:
+            keys.append(own.group(2))
+        value = inner.group(2) if inner else got.group(1)  # type: ignore[union-attr]
+        key = ".".join(keys)
+        where = f'Parser key "{key}": ' if key else ""
+        return f"{where}got '{value}', {_FINITE_TAIL}"
+    return None
+
+
 class ShortNameErrors:
-    """Mixin for jsonargparse parsers: :meth:`error` explains unknown short names."""
+    """Mixin for jsonargparse parsers: :meth:`error` explains unknown short names and rejected
+    non-finite numbers."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        explained = explain_unknown_names(message)
+        explained = explain_non_finite(message) or explain_unknown_names(message)
         super().error(explained if explained is not None else message, ex)  # type: ignore[misc]
 
     def print_usage(self, file=None) -> None:

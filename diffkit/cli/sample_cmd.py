@@ -27,10 +27,21 @@ from typing import Any
 
 import torch
 
+from diffkit.cli.boundary import answer, split_traceback_flag
+from diffkit.cli.input_checks import (
+    check_config_file,
+    check_device,
+    check_output_file,
+    check_positive,
+    check_sampler,
+    check_tensor_memory,
+)
+from diffkit.errors import UserError
+
 __all__ = ["evaluate_main", "find_run_config", "sample_main"]
 
 
-class CommandError(ValueError):
+class CommandError(UserError):
     """A user error of ``diffkit sample``/``evaluate`` (exit status 2, no traceback)."""
 
 
@@ -49,8 +60,14 @@ def _parser(prog: str, description: str) -> Any:
 
 
 def _instantiate(parser: Any, cfg: Any) -> Any:
+    """Build the parts named in ``cfg``; a part rejecting its arguments is a user error."""
+    from diffkit.cli.run_checks import explain_build_error
+
     build = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    return build(cfg)
+    try:
+        return build(cfg)
+    except (ValueError, LookupError) as err:
+        raise CommandError(explain_build_error(err, cfg)) from err
 
 
 def _add_sampling_args(parser: Any) -> None:
@@ -67,6 +84,32 @@ def _add_sampling_args(parser: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     parser.add_argument("--batch_size", type=int, default=1000, help="samples per sampler call")
     parser.add_argument("--device", type=str, default="cpu", help="torch device")
+    parser.add_argument(
+        "--num_threads",
+        type=int | None,
+        default=None,
+        help="CPU intra-op threads (torch.set_num_threads), as in 'diffkit fit'; null keeps "
+        "torch's default. 1 is much faster for small models on a busy CPU.",
+    )
+
+
+def _check_sampling_args(init: Any) -> None:
+    """The sampling arguments, checked before the checkpoint is loaded; sets the threads."""
+    check_positive(init.num_samples, "--num_samples")
+    check_positive(init.batch_size, "--batch_size")
+    check_positive(init.num_threads, "--num_threads", allow_none=True)
+    check_device(init.device)
+    if init.num_threads is not None:
+        torch.set_num_threads(init.num_threads)
+
+
+def _check_sampling_size(module: Any, init: Any) -> None:
+    """The sampler's plan and the samples fit in memory."""
+    sampler = init.sampler or module.sampler
+    field = "--sampler" if init.sampler is not None else "the checkpoint's sampler"
+    check_sampler(sampler, module.sde, field)
+    per_sample = math.prod(module.sde.state_shape(tuple(module.data_shape)))
+    check_tensor_memory(init.num_samples * per_sample, 4, "--num_samples", "the samples")
 
 
 def load_module(path: str | Path, device: str = "cpu") -> Any:
@@ -131,14 +174,20 @@ def save_picture(x: torch.Tensor, path: Path, nrow: int | None = None) -> Path |
 
 
 def _run(main: Any, argv: Sequence[str] | None) -> int:
-    try:
-        return main(list(sys.argv[1:] if argv is None else argv))
-    except (CommandError, ValueError, LookupError) as err:
-        sys.stderr.write(f"diffkit: error: {err}\n")
-        return 2
-    except SystemExit as exit_:  # --help and parser errors
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 2)
+    """Run a command through the user-error boundary; a ``ValueError``/``LookupError`` raised
+    by a part it builds or a file it reads is also a user error here."""
+    args, show_traceback = split_traceback_flag(sys.argv[1:] if argv is None else argv)
+
+    def call() -> int:
+        try:
+            return main(args)
+        except SystemExit as exit_:  # --help and parser errors
+            code = exit_.code
+            return code if isinstance(code, int) else (0 if code is None else 2)
+
+    return answer(
+        call, show_traceback=show_traceback, user_errors=(UserError, ValueError, LookupError)
+    )
 
 
 def _sample(argv: list[str]) -> int:
@@ -168,13 +217,16 @@ def _sample(argv: list[str]) -> int:
     )
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
+    _check_sampling_args(init)
+    check_positive(init.nrow, "--nrow", allow_none=True)
+    check_output_file(_stem(init.output).with_suffix(".pt"), "--output")
+    check_output_file(_stem(init.output).with_suffix(".png"), "--output")
     module = load_module(init.checkpoint, init.device)
+    _check_sampling_size(module, init)
     x, nfe, seconds = draw(
         module, init.num_samples, sampler=init.sampler, seed=init.seed, batch_size=init.batch_size
     )
-    stem = Path(init.output)
-    if stem.suffix in (".pt", ".png"):
-        stem = stem.with_suffix("")
+    stem = _stem(init.output)
     stem.parent.mkdir(parents=True, exist_ok=True)
     sampler = init.sampler or module.sampler
     tensor_path = stem.with_suffix(".pt")
@@ -209,6 +261,12 @@ def _sample(argv: list[str]) -> int:
     return 0
 
 
+def _stem(output: str) -> Path:
+    """``--output`` without a ``.pt``/``.png`` suffix."""
+    stem = Path(output)
+    return stem.with_suffix("") if stem.suffix in (".pt", ".png") else stem
+
+
 def sample_main(argv: Sequence[str] | None = None) -> int:
     """``diffkit sample CHECKPOINT [--sampler NAME --sampler.OPTION V ...]``; exit code."""
     return _run(_sample, argv)
@@ -229,7 +287,8 @@ def datamodule_from_config(path: Path) -> Any:
 
     from diffkit.data.base import DiffusionDataModule
 
-    cfg = yaml.safe_load(path.read_text()) or {}
+    check_config_file(path)
+    cfg = yaml.safe_load(path.read_text())
     if "data" not in cfg or cfg["data"] is None:
         raise CommandError(f"{path} has no 'data' section; give the datamodule with --data")
     parser = _parser("diffkit evaluate (config data)", "")
@@ -315,6 +374,10 @@ def _evaluate(argv: list[str]) -> int:
     _add_sampling_args(parser)
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
+    _check_sampling_args(init)
+    check_positive(init.num_reference, "--num_reference", allow_none=True)
+    if init.json:
+        check_output_file(init.json, "--json")
     if not Path(init.source).is_file():
         raise CommandError(f"source: no file at '{init.source}' (a .ckpt or a .pt sample file)")
     is_checkpoint = Path(init.source).suffix == ".ckpt"
@@ -325,6 +388,7 @@ def _evaluate(argv: list[str]) -> int:
     module = load_module(init.source, init.device) if is_checkpoint else None
     nfe, seconds = None, None
     if module is not None:
+        _check_sampling_size(module, init)
         x, nfe, seconds = draw(
             module,
             init.num_samples,
@@ -338,7 +402,8 @@ def _evaluate(argv: list[str]) -> int:
         if not isinstance(x, torch.Tensor):
             raise CommandError(f"source {init.source}: expected a tensor or a dict with 'x'")
 
-    ref = held_out(init.source, init.data, init.num_reference or x.shape[0], init.seed)
+    n_ref = x.shape[0] if init.num_reference is None else init.num_reference
+    ref = held_out(init.source, init.data, n_ref, init.seed)
     if tuple(ref.shape[1:]) != tuple(x.shape[1:]):
         raise CommandError(
             f"samples have shape {tuple(x.shape[1:])} but the held-out data "

@@ -283,6 +283,10 @@ class Registry(Generic[T]):
                     status, err = "ambiguous", f"{why}; {err}" if err else why
                 elif not NAME_PATTERN.match(key) or fail:
                     status = "broken"
+                    err = (
+                        err
+                        or f"ValueError: invalid name {key!r} (names match {NAME_PATTERN.pattern})"
+                    )
                 elif p.target in self._loaded:
                     status = "ok"
                 else:

@@ -72,7 +72,7 @@ def test_bad_yaml_is_reported_with_its_position(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  sde: vp\n   denoiser: [\n")
     err = _fails(["fit", "-c", str(bad)], capsys)
-    assert "Problems parsing config" in err and "line 3" in err
+    assert f"config file '{bad}', line 3" in err
 
 
 def test_part_rejecting_its_arguments_names_the_field(capsys: pytest.CaptureFixture) -> None:

@@ -44,7 +44,9 @@ def test_json_records(fake_plugin, plugin_sdes, capsys) -> None:
     }
     assert by_name["sde", "fake_sub"]["source"] == "fakeplug==0.1.0"
     assert by_name["sde", "fake_sub"]["status"] == "not loaded"
-    assert by_name["sampler", "fake_smp"]["status"] == "not loaded"
+    # a missing module is found without importing anything
+    assert by_name["sampler", "fake_smp"]["status"] == "broken"
+    assert "No module named 'fakeplug.nope'" in by_name["sampler", "fake_smp"]["error"]
     assert "fakeplug.sdes" not in sys.modules
     # one kind, by singular or plural name; --load imports and describes
     code, records = _json(capsys, ["sdes", "--load"])
