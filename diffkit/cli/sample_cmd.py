@@ -397,8 +397,14 @@ def _evaluate(argv: list[str]) -> int:
             batch_size=init.batch_size,
         )
     else:
-        loaded = torch.load(init.source, map_location="cpu", weights_only=True)
-        x = loaded["x"] if isinstance(loaded, dict) else loaded
+        try:
+            loaded = torch.load(init.source, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for a file it cannot read
+            raise CommandError(
+                f"source {init.source}: not a sample file written by 'diffkit sample' "
+                f"({type(err).__name__}); give a .ckpt or a .pt sample file"
+            ) from err
+        x = loaded.get("x") if isinstance(loaded, dict) else loaded
         if not isinstance(x, torch.Tensor):
             raise CommandError(f"source {init.source}: expected a tensor or a dict with 'x'")
 
@@ -418,6 +424,7 @@ def _evaluate(argv: list[str]) -> int:
     print_results(results, x.shape[0])
     if init.json:
         payload = {"metrics": results, "num_samples": int(x.shape[0]), "nfe": nfe}
+        Path(init.json).parent.mkdir(parents=True, exist_ok=True)
         Path(init.json).write_text(json.dumps(payload, indent=2))
     return 0
 

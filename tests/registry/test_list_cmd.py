@@ -149,3 +149,55 @@ def test_through_the_diffkit_command(capsys, only_vp, monkeypatch) -> None:
     assert records["tiny_listed"]["source"] == "in-process"
     assert records["tiny_listed"]["summary"] == "A registered test SDE."
     assert records["vp"]["status"] == "ok" and records["vp"]["signature"].startswith("(")
+
+
+def test_plain_listing_shows_a_broken_plugin_without_importing_it(
+    fake_plugin, plugin_sdes, capsys, only_vp
+) -> None:
+    """A missing module, a missing class and a syntax error are found from the source alone;
+    a module that fails only when run stays 'not loaded' until --load imports it."""
+    fake_plugin(
+        "fakeplug",
+        {
+            "diffkit.sdes": {
+                "fake_ok": "fakeplug.sdes:SubVP",
+                "fake_nomod": "fakeplug.nope:SubVP",
+                "fake_noattr": "fakeplug.sdes:Missing",
+                "fake_syntax": "fakeplug.syntax:SubVP",
+                "fake_raises": "fakeplug.raises:SubVP",
+            }
+        },
+        {
+            "fakeplug.sdes": plugin_sdes,
+            "fakeplug.syntax": "class SubVP(:\n",
+            "fakeplug.raises": "raise RuntimeError('broken at import')\nSubVP = None\n",
+        },
+    )
+    code, records = _json(capsys, ["sde"])
+    assert code == 0
+    by_name = {r["name"]: r for r in records}
+    assert by_name["fake_ok"]["status"] == "not loaded"
+    assert by_name["fake_nomod"]["status"] == "broken"
+    assert "No module named 'fakeplug.nope'" in by_name["fake_nomod"]["error"]
+    assert by_name["fake_noattr"]["status"] == "broken"
+    assert "has no attribute 'Missing'" in by_name["fake_noattr"]["error"]
+    assert by_name["fake_syntax"]["status"] == "broken"
+    assert "SyntaxError" in by_name["fake_syntax"]["error"]
+    assert by_name["fake_raises"]["status"] == "not loaded"
+    assert not [m for m in sys.modules if m.startswith("fakeplug")]
+    assert list_main(["sde"]) == 0
+    table = capsys.readouterr().out
+    assert "broken" in table and "diffkit list --load" in table
+    code, records = _json(capsys, ["sde", "--load"])
+    assert {r["name"]: r["status"] for r in records}["fake_raises"] == "broken"
+
+
+def test_check_names_why_an_invalid_name_is_broken(fake_plugin, plugin_sdes, capsys) -> None:
+    fake_plugin(
+        "fakeplug",
+        {"diffkit.sdes": {"Bad-Name": "fakeplug.sdes:SubVP"}},
+        {"fakeplug.sdes": plugin_sdes},
+    )
+    assert list_main(["sde", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "'Bad-Name'" in err and "invalid name" in err and ": None" not in err
