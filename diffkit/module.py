@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
@@ -23,24 +22,12 @@ from diffkit.denoisers.base import Denoiser, DenoiserSpec
 from diffkit.losses.base import Loss, LossOutput
 from diffkit.samplers.base import Sampler, SampleResult
 from diffkit.sdes.base import LinearSDE
+from diffkit.seeding import step_generator
 
 __all__ = ["DiffusionModule", "SharedRef", "step_generator"]
 
 #: Number of equal-width time bins (fractions of ``T``) the training loss is also logged in.
 LOSS_TIME_BINS = 4
-
-
-def _seed_from(*parts: int) -> int:
-    """A 63-bit seed mixing ``parts`` (numpy's SeedSequence hashing: nearby tuples decorrelate)."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def step_generator(
-    seed: int, rank: int, step: int, *, stream: int = 0, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """The generator of one optimiser step of one rank (``stream`` 0: training, 1: validation)."""
-    return torch.Generator(device=device).manual_seed(_seed_from(seed, stream, rank, step))
 
 
 class SharedRef:

@@ -72,16 +72,6 @@ Preconditioning = Literal["none", "edm"]
 Residual = Literal["none", "gaussian"]
 
 
-def kernel_is_scalar(kernel: GaussianKernel) -> bool:
-    """Whether ``u_t = alpha u_0 + sigma eps`` with scalar ``alpha``, ``sigma`` per time."""
-    return kernel.mean_op.is_scalar and kernel.scale.is_scalar
-
-
-def scalar_alpha_sigma(kernel: GaussianKernel) -> tuple[Tensor, Tensor]:
-    """``(alpha, sigma)``, each ``(N,)`` float64, of a scalar kernel."""
-    return kernel.mean_op.coef[:, 0, 0], kernel.scale.coef[:, 0, 0]
-
-
 def marginal_input_scale(kernel: GaussianKernel, sigma_data: float) -> LinearOp:
     """``c_in``: inverse square root of ``diag(sigma_data^2 Psi Psi^T + Sigma)`` per block."""
     psi = kernel.mean_op
@@ -134,9 +124,9 @@ def gaussian_operator(
     if target == "x0":
         return x0
     if target == "v":  # v = alpha eps - sigma x0 (scalar variance-preserving kernels)
-        if not kernel_is_scalar(kernel):
+        if not kernel.is_scalar:
             raise ValueError("residual='gaussian' with target 'v' needs a scalar kernel (vp)")
-        alpha, sigma = scalar_alpha_sigma(kernel)
+        alpha, sigma = kernel.alpha_sigma()
         return eps * alpha - x0 * sigma
     raise ValueError(
         f"residual='gaussian' is defined for targets 'eps', 'x0', 'v' and 'score', got {target!r}"
@@ -252,7 +242,7 @@ class Parameterization(nn.Module):
                 "(CLD hybrid score matching, loss 'hsm')"
             )
         if preconditioning == "edm":
-            if not kernel_is_scalar(probe):
+            if not probe.is_scalar:
                 raise ValueError(
                     f"preconditioning='edm' needs a scalar kernel (vp, ve); "
                     f"{type(sde).__name__} has an operator-valued kernel: "
@@ -352,10 +342,10 @@ class Parameterization(nn.Module):
         ``skip`` and ``out``."""
         kernel = self.sde.kernel(t)
         co: dict[str, Any] = {"kernel": kernel}
-        scalar = kernel_is_scalar(kernel)
+        scalar = kernel.is_scalar
         sd = self.sigma_data
         if self.preconditioning == "edm":
-            alpha, sigma = scalar_alpha_sigma(kernel)
+            alpha, sigma = kernel.alpha_sigma()
             rho = sigma / alpha
             norm = (rho**2 + sd**2).sqrt()
             co["c_noise"] = 0.25 * rho.log()
@@ -366,7 +356,7 @@ class Parameterization(nn.Module):
         co["c_noise"] = self.sde.noise_condition(t)
         if self.input_scaling:
             if scalar:
-                alpha, sigma = scalar_alpha_sigma(kernel)
+                alpha, sigma = kernel.alpha_sigma()
                 co["c_in"] = (sd**2 * alpha**2 + sigma**2).clamp_min(1e-30).rsqrt()
             else:
                 co["c_in"] = marginal_input_scale(kernel, sd)

@@ -42,6 +42,15 @@ class GaussianKernel:
     cov: LinearOp  # Sigma_t
     scale: LinearOp  # K_t with K K^T = Sigma_t
 
+    @property
+    def is_scalar(self) -> bool:
+        """Whether ``u_t = alpha u_0 + sigma eps`` with scalar ``alpha``, ``sigma`` per time."""
+        return self.mean_op.is_scalar and self.scale.is_scalar
+
+    def alpha_sigma(self) -> tuple[Tensor, Tensor]:
+        """``(alpha, sigma)``, each ``(N,)`` float64, of a scalar kernel (see :attr:`is_scalar`)."""
+        return self.mean_op.coef[:, 0, 0], self.scale.coef[:, 0, 0]
+
 
 class LinearSDE(nn.Module, abc.ABC):
     """Base class of forward SDEs. Subclasses implement the abstract methods in closed form.
