@@ -96,23 +96,13 @@ def gaussian_operator(
     ``eps = K^T C^{-1} u``, ``x0 = A^{-1} (I - Sigma C^{-1}) u`` and, for scalar kernels,
     ``v = alpha eps - sigma x0``.
     """
-    point = getattr(sde, "point_kernel", None)
-    pk = point(t) if callable(point) else kernel
+    pk = sde.point_kernel(t)
     a = pk.mean_op
     if sde.block == 1:
         c0 = LinearOp.scalar(torch.full((1,), sigma_data**2, dtype=torch.float64, device=t.device))
     else:
-        vvar = getattr(sde, "velocity_variance", None)
-        if vvar is None:
-            raise ValueError(
-                f"residual='gaussian' on {type(sde).__name__} (block = {sde.block}) needs the "
-                "SDE's 'velocity_variance'; use residual='none'"
-            )
-        c0 = LinearOp.block(
-            torch.diag(torch.tensor([sigma_data**2, float(vvar)], dtype=torch.float64)).to(
-                t.device
-            )[None]
-        )
+        var = torch.tensor([sigma_data**2, sde.velocity_variance], dtype=torch.float64)
+        c0 = LinearOp.block(torch.diag(var).to(t.device)[None])
     precision = (a @ c0 @ a.T + pk.cov).inv()
     if target == "score":
         return -precision

@@ -28,15 +28,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from diffkit.sdes.base import GaussianKernel, LinearSDE, as_time
-from diffkit.sdes.operators import LinearOp
+from diffkit.sdes.base import ScalarSDE, as_time
 
 __all__ = ["VPSDE"]
 
 _COSINE_T = 0.9946
 
 
-class VPSDE(LinearSDE):
+class VPSDE(ScalarSDE):
     """VP SDE (Song et al.'s beta convention).
 
     Args:
@@ -135,40 +134,17 @@ class VPSDE(LinearSDE):
     def _phi_arg0(self) -> float:
         return self.cosine_s / (1.0 + self.cosine_s) * (0.5 * math.pi)
 
-    def alpha(self, t: Tensor | float) -> Tensor:
-        return self.log_alpha(t).exp()
+    def kernel_var(self, t: Tensor | float) -> Tensor:
+        """``sigma^2 = 1 - alpha^2`` (variance preserving)."""
+        return -torch.expm1(2.0 * self.log_alpha(t))
 
-    def sigma(self, t: Tensor | float) -> Tensor:
-        return (-torch.expm1(2.0 * self.log_alpha(t))).sqrt()
+    def drift_coef(self, t: Tensor | float) -> Tensor:
+        return -0.5 * self.beta(t)
 
-    # operators ---------------------------------------------------------------------
-    def drift_op(self, t: Tensor | float) -> LinearOp:
-        return LinearOp.scalar(-0.5 * self.beta(t))
-
-    def diffusion_op(self, t: Tensor | float) -> LinearOp:
-        return LinearOp.scalar(self.beta(t).sqrt())
-
-    def transition(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
-        return LinearOp.scalar((self.log_alpha(t) - self.log_alpha(s)).exp())
-
-    def kernel(self, t: Tensor | float) -> GaussianKernel:
-        self.check_time(t)
-        log_alpha = self.log_alpha(t)  # once: alpha and sigma both derive from it
-        sigma = (-torch.expm1(2.0 * log_alpha)).sqrt()
-        return GaussianKernel(
-            mean_op=LinearOp.scalar(log_alpha.exp()),
-            cov=LinearOp.scalar(sigma**2),
-            scale=LinearOp.scalar(sigma),
-        )
-
-    def prior_cov(self) -> LinearOp:
-        return LinearOp.scalar(1.0)
+    def diffusion_sq(self, t: Tensor | float) -> Tensor:
+        return self.beta(t)
 
     # noise levels ------------------------------------------------------------------
-    def noise_level(self, t: Tensor | float) -> Tensor:
-        """``rho = sigma / alpha = sqrt(1 / alpha_bar - 1)``."""
-        return torch.expm1(-2.0 * self.log_alpha(t)).sqrt()
-
     def t_from_noise_level(self, rho: Tensor) -> Tensor:
         """Closed-form inverse of :meth:`noise_level` (sdes.md §3)."""
         rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
