@@ -64,7 +64,7 @@ class AncestralSampler(Sampler):
         grid: time grid kind.
         t_min: truncation time (default: the SDE's).
         t_max: start time (default: the SDE's ``T``).
-        noise: draw the posterior noise (``False`` gives the posterior mean, a deterministic
+        draw_noise: draw the posterior noise (``False`` gives the posterior mean, a deterministic
             but biased sampler).
         denoise_final: end with a Tweedie step at ``t_min`` (one more NFE).
         progress: show a progress bar.
@@ -78,12 +78,12 @@ class AncestralSampler(Sampler):
         grid: GridKind = "uniform",
         t_min: float | None = None,
         t_max: float | None = None,
-        noise: bool = True,
+        draw_noise: bool = True,
         denoise_final: bool = False,
         progress: bool = False,
     ) -> None:
         super().__init__(steps, grid, t_min, t_max, denoise_final, progress)
-        self.noise = bool(noise)
+        self.draw_noise = bool(draw_noise)
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
         return posterior_coefficients(sde, times)
@@ -102,9 +102,8 @@ class AncestralSampler(Sampler):
         for i in range(len(plan.times) - 1):
             x0 = model.at(u, i).x0().to(u.dtype)  # the model at plan.times[i]
             u_next = c["gain"][i].apply(u) + c["data"][i].apply(x0)
-            if self.noise:
-                z = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
-                u_next = u_next + c["noise"][i].apply(z)
+            if self.draw_noise:
+                u_next = u_next + c["noise"][i].apply(self.noise(u, generator))
             u = u_next
             on_step(i, u)
         return u
