@@ -8,7 +8,6 @@ global step)``, so a resumed run draws exactly the noise and times of an uninter
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,9 @@ from torch import Tensor
 
 from diffkit.denoisers.base import Denoiser, DenoiserSpec
 from diffkit.losses.base import Loss, LossOutput
+from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.samplers.base import Sampler, SampleResult
+from diffkit.samplers.ddim import DDIM
 from diffkit.sdes.base import LinearSDE
 from diffkit.seeding import step_generator
 
@@ -38,17 +39,6 @@ class SharedRef:
 
     def __deepcopy__(self, memo: dict) -> SharedRef:
         return self
-
-
-def _builtin(kind: str, name: str) -> Any:
-    """Import the built-in part ``name`` of ``kind`` from the static table (a class)."""
-    from diffkit.registry.builtins import BUILTINS
-
-    target = BUILTINS.get(kind, {}).get(name)
-    if target is None:
-        raise LookupError(f"no built-in {kind} named '{name}' is available to use as a default")
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 class DiffusionModule(L.LightningModule):
@@ -92,9 +82,9 @@ class DiffusionModule(L.LightningModule):
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"DiffusionModule.num_classes must be >= 1 or None, got {num_classes}")
         if loss is None:
-            loss = _builtin("loss", "dsm")()
+            loss = DenoisingScoreMatching()
         if sampler is None:
-            sampler = _builtin("sampler", "ddim")()
+            sampler = DDIM()
         if not isinstance(sde, LinearSDE):
             raise TypeError(f"DiffusionModule.sde must be a LinearSDE, got {type(sde).__name__}")
         if not isinstance(loss, Loss):

@@ -1,4 +1,5 @@
-"""Turn a raw denoiser network into a score model (losses.md §2, §5; DESIGN.md §3).
+"""Turn a raw denoiser network into a score model (docs/background/losses.md#targets,
+docs/background/losses.md#edm-preconditioning).
 
 :class:`Parameterization` wraps ``net(u, c_noise, cond)`` and a
 :class:`~diffkit.sdes.base.LinearSDE` into ``model(u_t, t, cond=None) -> Prediction``:
@@ -34,7 +35,8 @@ Options:
 * ``mixed_score=True`` (with ``velocity_only``; CLD-SGM's ``mixed_score``): the network learns a
   residual on top of the analytic velocity score of the reference kernel,
   ``s_v = -v / Sigma_vv(t) + s_v^net``, with ``Sigma_vv`` the training kernel's velocity
-  variance (initial variances ``(0, gamma M)``) [CLD, 2112.07068 §3.2; losses.md §7].
+  variance (initial variances ``(0, gamma M)``) [CLD, 2112.07068 Sec. 3.2;
+  docs/background/losses.md#hsm].
 * ``residual="gaussian"``: the network output is added to the exact prediction (in ``target``)
   for data ``N(0, sigma_data^2 I)`` under the SDE's kernel, a linear map of ``u_t``
   (:func:`gaussian_operator`; operator form, so it is exact for VP, VE, blurring and CLD). A

@@ -1,5 +1,5 @@
 """Denoising score matching for any linear SDE [Vincent11; Song+21, 2011.13456 eq. 7;
-DEIS, 2204.13902; gDDIM, 2206.05564] (losses.md §1-§4).
+DEIS, 2204.13902; gDDIM, 2206.05564] (docs/background/losses.md).
 
 One training step: ``x0 ~ data``, ``t ~ pi(t)``, ``u_0 = sde.lift(x0)``, ``u_t = Psi(t, 0) u_0
 + K_t eps``, ``pred = model(u_t, t)``; the per-sample loss is a weighted squared error in the

@@ -3,7 +3,7 @@
 For data ``p_0 = sum_k pi_k N(mu_k, C_k)`` and a linear SDE with kernel
 ``u_t | u_0 ~ N(A_t u_0, S_t)`` (``A_t = Psi(t, 0)``, ``S_t = Sigma_t``) the marginal is again a
 mixture [Shah+23, 2307.01178; Zach+23, 2302.08411; gDDIM, 2206.05564 (thesis eq. 7.15);
-sdes.md §8]::
+docs/background/sdes.md#exact-scores]::
 
     p_t = sum_k pi_k N(A_t mu_k, C_kt),          C_kt = A_t C_k A_t^T + S_t
     w_k(u) = softmax_k(log pi_k + log N(u; A_t mu_k, C_kt))

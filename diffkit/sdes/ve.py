@@ -1,7 +1,7 @@
 """Variance-exploding SDE [Song+21, 2011.13456; NCSN, 1907.05600; EDM, 2206.00364].
 
 ``dx = sqrt(d sigma^2(t) / dt) dW``: no drift, ``alpha_t = 1``, kernel
-``N(x_0, (sigma(t)^2 - sigma(0)^2) I)`` (sdes.md §5). Two schedules:
+``N(x_0, (sigma(t)^2 - sigma(0)^2) I)`` (docs/background/sdes.md#ve). Two schedules:
 
 * ``geometric`` (Song et al. / NCSN): ``sigma(t) = sigma_min (sigma_max / sigma_min)^t`` on
   ``[0, T = 1]``, ``g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min))``; CIFAR-10 defaults

@@ -3,7 +3,8 @@
 ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW`` in Song et al.'s convention, beta in
 ``[0.1, 20]``. This is the same process as Pierret-Galerne's ``dx = -beta x dt + sqrt(2 beta) dW``
 with beta in ``[0.05, 10]`` (``beta^Song = 2 beta^PG``). Kernel ``x_t = alpha_t x_0 + sigma_t eps``
-with ``alpha_t^2 + sigma_t^2 = 1`` and ``alpha_t = exp(-1/2 int_0^t beta)`` (sdes.md §3).
+with ``alpha_t^2 + sigma_t^2 = 1`` and ``alpha_t = exp(-1/2 int_0^t beta)``
+(docs/background/sdes.md#vp).
 
 Schedules:
 
@@ -146,7 +147,7 @@ class VPSDE(ScalarSDE):
 
     # noise levels ------------------------------------------------------------------
     def t_from_noise_level(self, rho: Tensor) -> Tensor:
-        """Closed-form inverse of :meth:`noise_level` (sdes.md §3)."""
+        """Closed-form inverse of :meth:`noise_level` (docs/background/sdes.md#vp)."""
         rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
         log_abar = -torch.log1p(rho**2)
         if self.schedule == "linear":

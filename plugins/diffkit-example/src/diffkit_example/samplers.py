@@ -1,7 +1,7 @@
 """Ancestral sampling: draw from the forward chain's posterior at the predicted ``x_0``.
 
 One step ``t -> s < t`` samples ``q(u_s | u_t, u_0 = x0_hat(u_t, t))`` [Ho+20, 2006.11239 eq. 7;
-VDM, 2107.00630; background samplers.md §3]. For a linear SDE with kernel
+VDM, 2107.00630; docs/background/samplers.md#ancestral]. For a linear SDE with kernel
 ``u_t | u_0 ~ N(A_t u_0, S_t)`` and ``u_t | u_s ~ N(Psi(t, s) u_s, Sigma_{t|s})``, the posterior
 is Gaussian with the Kalman gain ``K = S_s Psi^T S_t^{-1}`` (because
 ``Psi S_s Psi^T + Sigma_{t|s} = S_t``):

@@ -1,4 +1,4 @@
-"""The sub-VP SDE [Song+21, 2011.13456, §3.4 and App. B; background sdes.md §4].
+"""The sub-VP SDE [Song+21, 2011.13456, Sec. 3.4 and App. B; docs/background/sdes.md#subvp].
 
 ``dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dW`` with ``B(t) = int_0^t beta``
 and the linear schedule ``beta(t) = beta_min + t (beta_max - beta_min)`` (Song's convention,
