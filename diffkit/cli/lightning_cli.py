@@ -197,7 +197,8 @@ class DiffkitCLI(LightningCLI):
             raise
         except (ValueError, LookupError, MisconfigurationException) as err:
             raise ConfigError(explain_build_error(err, config)) from err
-        check_built_run(self.model, self.datamodule, self.trainer)
+        training = self.subcommand in (None, "fit")
+        check_built_run(self.model, self.datamodule, self.trainer, training=training)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; Lightning's MisconfigurationException (a user's setting) is a ConfigError."""

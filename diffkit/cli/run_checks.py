@@ -58,10 +58,12 @@ def check_config(config: Any) -> None:
             check_output_dir(dirpath, f"trainer.callbacks[{i}].init_args.dirpath")
 
 
-def check_built_run(model: Any, datamodule: Any, trainer: Any) -> None:
-    """Checks that need the built module, datamodule and trainer."""
-    _check_optimizer(model)
-    _check_training_memory(model, trainer)
+def check_built_run(model: Any, datamodule: Any, trainer: Any, *, training: bool = True) -> None:
+    """Checks that need the built module, datamodule and trainer (``training``: also the
+    optimizer, the training memory and a training batch per rank)."""
+    if training:
+        _check_optimizer(model)
+        _check_training_memory(model, trainer)
     sde = getattr(model, "sde", None)
     if sde is not None:
         check_sampler(model.sampler, sde, "model.sampler")
@@ -69,7 +71,8 @@ def check_built_run(model: Any, datamodule: Any, trainer: Any) -> None:
             sampler = getattr(callback, "sampler", None)
             if sampler is not None:
                 check_sampler(sampler, sde, f"{type(callback).__name__}.sampler")
-    _check_batches(datamodule, trainer)
+    if training:
+        _check_batches(datamodule, trainer)
 
 
 def _check_optimizer(model: Any) -> None:
