@@ -115,6 +115,7 @@ class ImageDataModule(DiffusionDataModule):
     """
 
     label_count: int | None = None
+    data_range: tuple[float, float] | None = (-1.0, 1.0)
 
     def __init__(
         self,
