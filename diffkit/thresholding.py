@@ -46,20 +46,20 @@ def threshold_x0(
     if kind == "none":
         return x0
     low, high = float(data_range[0]), float(data_range[1])
-    centre, half = 0.5 * (high + low), 0.5 * (high - low)
-    z = (x0 - centre) / half
     if kind == "static":
-        z = z.clamp(-1.0, 1.0)
-    elif kind == "dynamic":
-        flat = z.detach().abs().reshape(z.shape[0], -1).float()
-        s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0)
-        if max_scale is not None:
-            s = s.clamp(max=max_scale)
-        s = s.to(z.dtype).reshape((-1,) + (1,) * (z.dim() - 1))
-        z = torch.maximum(torch.minimum(z, s), -s) / s
-    else:
+        return x0.clamp(low, high)
+    if kind != "dynamic":
         raise ValueError(f"thresholding must be 'none', 'static' or 'dynamic', got {kind!r}")
-    return z * half + centre
+    centre, half = 0.5 * (high + low), 0.5 * (high - low)
+    unit = centre == 0.0 and half == 1.0  # images in [-1, 1]: no affine map
+    z = x0 if unit else (x0 - centre) / half
+    flat = z.detach().abs().reshape(z.shape[0], -1).float()
+    s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0)
+    if max_scale is not None:
+        s = s.clamp(max=max_scale)
+    s = s.to(z.dtype).reshape((-1,) + (1,) * (z.dim() - 1))
+    z = torch.maximum(torch.minimum(z, s), -s) / s
+    return z if unit else z * half + centre
 
 
 class ThresholdedModel:
