@@ -1,5 +1,5 @@
 """x0 thresholding of a score model's predictions: static clipping and dynamic thresholding
-[Imagen, Saharia et al. 2022, 2205.11487 §2.3].
+[Imagen, Saharia et al. 2022, 2205.11487, section 2.3].
 
 At high noise the x0 a model implies is ``x0 = A^{-1} (u_t - K eps)``; for VP at ``t = T``,
 ``sigma / alpha`` is about 152, so a small eps error puts x0 far outside the data range and a
