@@ -506,7 +506,7 @@ def write_grids(out: Path, docs: Path) -> list[str]:
             if x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)
             img = image_grid(x, 8).permute(1, 2, 0).numpy()
-            scale = max(1, 160 // img.shape[0])
+            scale = max(1, 320 // img.shape[0])
             name = f"images_{dataset}_{label}.png"
             Image.fromarray(img).resize(
                 (img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST
@@ -573,8 +573,10 @@ def main_report(args: argparse.Namespace) -> None:
         + "\n\n"
         + "\n".join(grid_md),
         notes=[
-            f"{len(rows)} training runs, {wall / 60:.1f} min of wall time in all (one CPU "
-            "thread each, on a machine shared with other jobs; throughput from CPU time).",
+            f"{len(rows)} training runs (cells); their wall times sum to {wall / 60:.0f} min (one "
+            "CPU thread each, up to four processes at once, on a 2-core machine shared with "
+            "other jobs; throughput and sampling ratios are from CPU time, paired by dataset "
+            "and seed).",
             "fd_clf: Frechet distance of the penultimate features of a small CNN trained on the "
             "training split (classifier_accuracy: its held-out accuracy); sinkhorn: "
             "entropic OT cost (reg 0.05 of the cost scale, squared-distance units); w2: exact "
