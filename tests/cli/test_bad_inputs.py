@@ -344,6 +344,13 @@ CASES = [
     case("sample-unknown-sampler", [*SAMPLE, "--sampler", "ddimm"], "Unknown sampler 'ddimm'"),
     case("sample-unknown-metric", [*SAMPLE, "--metrics", "[w3]"], "Unknown metric 'w3'"),
     case("sample-missing-checkpoint", ["sample", "{tmp}/missing.ckpt"], "{tmp}/missing.ckpt"),
+    case(
+        "sample-class-label-unconditional",
+        [*SAMPLE, "--class_label", "3"],
+        "--class_label",
+        "class-conditional",
+    ),
+    case("sample-guidance-nan", [*SAMPLE, "--guidance_scale", "nan"], "guidance_scale", "finite"),
     # --- diffkit evaluate
     case(
         "evaluate-num-reference-0", [*EVALUATE, "--num_reference", "0"], "--num_reference", "got 0"
