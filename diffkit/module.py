@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import lightning as L
 import numpy as np
@@ -240,6 +241,57 @@ class DiffusionModule(L.LightningModule):
         loss = out.loss.mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=out.loss.shape[0], sync_dist=True)
         return loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the diffkit version and a SHA-256 digest of every tensor (diffkit.checkpoint).
+
+        Lightning calls this hook last, after the callbacks (EMA) have written their state.
+        """
+        from diffkit.checkpoint import add_digest
+
+        add_digest(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Verify the digests before any weight is used (resume and ``load_from_checkpoint``).
+
+        Raises:
+            diffkit.checkpoint.CheckpointError: a tensor differs from the one saved.
+        """
+        from diffkit.checkpoint import loading_path, verify_digest
+
+        source = loading_path()
+        if source is None and self._trainer is not None:
+            source = self.trainer.ckpt_path
+        verify_digest(checkpoint, source or "checkpoint")
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> DiffusionModule:
+        """Lightning's ``load_from_checkpoint``, after :func:`diffkit.checkpoint.inspect_file`
+        recognised the file (no unpickling) and with its digests verified on load.
+
+        Raises:
+            diffkit.checkpoint.CheckpointError: not a diffkit checkpoint, or damaged.
+        """
+        from diffkit.checkpoint import inspect_file, loading
+
+        if not isinstance(checkpoint_path, str | Path) or "://" in str(checkpoint_path):
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        inspect_file(checkpoint_path)
+        with loading(checkpoint_path):
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
 
     @property
     def optimizer_factory(self) -> OptimizerCallable:

@@ -69,15 +69,13 @@ def _add_sampling_args(parser: Any) -> None:
     parser.add_argument("--device", type=str, default="cpu", help="torch device")
 
 
-def load_module(path: str | Path, device: str = "cpu") -> Any:
-    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``."""
-    from diffkit.module import DiffusionModule
+def load_module(path: str | Path, device: str = "cpu", sampler: Any = None) -> Any:
+    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``, recognised and
+    verified (:func:`diffkit.checkpoint.load_diffusion_module`); ``sampler`` replaces the saved
+    one, which is then not built."""
+    from diffkit.checkpoint import load_diffusion_module
 
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"checkpoint: no file at '{path}'")
-    module = DiffusionModule.load_from_checkpoint(str(path), map_location=device, weights_only=True)
-    return module.eval()
+    return load_diffusion_module(path, device, sampler=sampler)
 
 
 def draw(
@@ -168,7 +166,7 @@ def _sample(argv: list[str]) -> int:
     )
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
-    module = load_module(init.checkpoint, init.device)
+    module = load_module(init.checkpoint, init.device, init.sampler)
     x, nfe, seconds = draw(
         module, init.num_samples, sampler=init.sampler, seed=init.seed, batch_size=init.batch_size
     )
@@ -322,7 +320,7 @@ def _evaluate(argv: list[str]) -> int:
     if not metrics:
         raise CommandError("give metrics, e.g. --metrics '[w2, mmd]' (see 'diffkit list metric')")
 
-    module = load_module(init.source, init.device) if is_checkpoint else None
+    module = load_module(init.source, init.device, init.sampler) if is_checkpoint else None
     nfe, seconds = None, None
     if module is not None:
         x, nfe, seconds = draw(
@@ -333,6 +331,9 @@ def _evaluate(argv: list[str]) -> int:
             batch_size=init.batch_size,
         )
     else:
+        from diffkit.checkpoint import check_torch_file
+
+        check_torch_file(init.source, "a .ckpt checkpoint or a .pt sample file of 'diffkit sample'")
         loaded = torch.load(init.source, map_location="cpu", weights_only=True)
         x = loaded["x"] if isinstance(loaded, dict) else loaded
         if not isinstance(x, torch.Tensor):
