@@ -351,8 +351,15 @@ def resolve_resume(path: str | Path) -> tuple[Path, str | None]:
     chosen = _newest(siblings, own)
     if chosen is None:
         return path, None
-    why = "is damaged" if own is None else "is older (a crash between the two writes of a save)"
-    return chosen, f"{path.name} {why}; resuming from the newest intact checkpoint {chosen}"
+    step = _step(chosen)
+    why = (
+        "is damaged"
+        if own is None
+        else f"(step {own[0]}) is older than a checkpoint next to it (a crash between the two "
+        "writes of a save)"
+    )
+    where = f"{chosen.name} (step {step[0] if step else '?'})"
+    return chosen, f"{path} {why}; resuming from the newest intact one, {where}"
 
 
 def _newest(candidates: list[Path], floor: tuple[int, int] | None) -> Path | None:
