@@ -29,6 +29,7 @@ import contextlib
 import contextvars
 import hashlib
 import pickletools
+import re
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ __all__ = [
     "add_digest",
     "inspect_file",
     "load_diffusion_module",
+    "load_error",
     "loading",
     "read_checkpoint",
     "resolve_resume",
@@ -307,12 +309,25 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         checkpoint = torch.load(info.path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError/...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} cannot be loaded: {reason}") from err
+        raise load_error(path, err) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} does not hold a checkpoint dict")
     verify_digest(checkpoint, path)
     return checkpoint
+
+
+def load_error(path: str | Path, err: BaseException) -> CheckpointError:
+    """The :class:`CheckpointError` for a ``torch.load`` failure (one line, names the file)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if "Weights only load failed" in text:
+        what = f" ({found.group(1)})" if found else ""
+        return CheckpointError(
+            f"{path} holds a pickled object{what} that safe loading (weights_only) refuses; "
+            "diffkit checkpoints hold plain data only, so it was not written by 'diffkit fit'"
+        )
+    reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return CheckpointError(f"{path} cannot be loaded: {reason}")
 
 
 # ---------------------------------------------------------------------------- which file

@@ -9,6 +9,7 @@ global step)``, so a resumed run draws exactly the noise and times of an uninter
 from __future__ import annotations
 
 import importlib
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -281,7 +282,7 @@ class DiffusionModule(L.LightningModule):
         Raises:
             diffkit.checkpoint.CheckpointError: not a diffkit checkpoint, or damaged.
         """
-        from diffkit.checkpoint import inspect_file, loading
+        from diffkit.checkpoint import inspect_file, load_error, loading
 
         if not isinstance(checkpoint_path, str | Path) or "://" in str(checkpoint_path):
             return super().load_from_checkpoint(
@@ -289,9 +290,12 @@ class DiffusionModule(L.LightningModule):
             )
         inspect_file(checkpoint_path)
         with loading(checkpoint_path):
-            return super().load_from_checkpoint(
-                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
-            )
+            try:
+                return super().load_from_checkpoint(
+                    checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+                )
+            except pickle.UnpicklingError as err:  # e.g. weights_only refusing a global
+                raise load_error(checkpoint_path, err) from err
 
     @property
     def optimizer_factory(self) -> OptimizerCallable:

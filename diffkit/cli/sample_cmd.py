@@ -313,6 +313,8 @@ def _evaluate(argv: list[str]) -> int:
     _add_sampling_args(parser)
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
+    if Path(init.source).is_dir():
+        raise CommandError(f"source: '{init.source}' is a directory, not a .ckpt or .pt file")
     if not Path(init.source).is_file():
         raise CommandError(f"source: no file at '{init.source}' (a .ckpt or a .pt sample file)")
     is_checkpoint = Path(init.source).suffix == ".ckpt"
