@@ -26,7 +26,7 @@ from diffkit.losses.base import Loss, LossOutput
 from diffkit.samplers.base import Sampler, SampleResult
 from diffkit.sdes.base import LinearSDE
 
-__all__ = ["DiffusionModule", "SharedRef", "step_generator"]
+__all__ = ["DiffusionModule", "SharedRef", "first_non_finite", "step_generator"]
 
 #: Number of equal-width time bins (fractions of ``T``) the training loss is also logged in.
 LOSS_TIME_BINS = 4
@@ -224,15 +224,25 @@ class DiffusionModule(L.LightningModule):
                 self.log(f"train/loss_t[{lo:.2f}-{hi:.2f}]", total / n, rank_zero_only=True)
 
     def _raise_if_not_finite(self, loss: Tensor, t: Tensor, batch_idx: int) -> None:
-        bad = (~torch.isfinite(loss.detach())).to(torch.float32)  # one host sync below
+        """Stop every rank together when any rank's loss is not finite, naming that rank.
+
+        Each rank contributes ``(flag, loss, t_min, t_max)``; with several ranks the rows are
+        all-gathered (one collective per step, one host sync), so the message quotes the rank
+        that saw the non-finite value, its value and its t-range, on every rank.
+        """
+        tt = t.detach().to(torch.float64)
+        value = loss.detach().to(torch.float64).reshape(())
+        row = torch.stack([(~torch.isfinite(value)).to(torch.float64), value, tt.min(), tt.max()])
+        rows = row[None]
         if self._trainer is not None and self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")  # every rank raises together
-        if bad.item() > 0:
-            tt = t.detach().double()
+            rows = self.trainer.strategy.all_gather(row).reshape(-1, 4)
+        found = first_non_finite(rows)
+        if found is not None:
+            rank, bad, lo, hi = found
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
-                f"batch index {batch_idx}, t in [{tt.min().item():.4g}, {tt.max().item():.4g}] "
-                f"(rank {self.global_rank}; a rank saw a non-finite loss, all stop). "
+                f"non-finite training loss ({bad}) on rank {rank} at global step "
+                f"{self.global_step}, batch index {batch_idx}, t in [{lo:.4g}, {hi:.4g}] "
+                f"(raised on rank {self.global_rank}; all ranks stop together). "
                 "Check the data for NaN/inf, lower the learning rate, or raise the SDE's t_min."
             )
 
@@ -388,6 +398,15 @@ class DiffusionModule(L.LightningModule):
             )
         finally:
             module.train(was_training)
+
+
+def first_non_finite(rows: Tensor) -> tuple[int, float, float, float] | None:
+    """The first rank whose row ``(flag, loss, t_min, t_max)`` of ``rows`` ``(world, 4)`` has
+    ``flag > 0``, as ``(rank, loss, t_min, t_max)``; ``None`` when every loss was finite."""
+    for rank, (flag, value, lo, hi) in enumerate(rows.detach().cpu().tolist()):
+        if flag > 0:
+            return rank, value, lo, hi
+    return None
 
 
 def _is_plain(value: Any) -> bool:
