@@ -99,7 +99,9 @@ def _tensor_digest(t: Tensor) -> str:
 
 def _walk(obj: Any, prefix: str) -> Iterator[tuple[str, Tensor]]:
     if isinstance(obj, Tensor):
-        yield prefix, obj
+        # Plain tensors only: subclasses (DTensor shards, ...) and meta tensors have no bytes here.
+        if type(obj) in (Tensor, torch.nn.Parameter) and obj.device.type != "meta":
+            yield prefix, obj
     elif isinstance(obj, dict):
         for key, value in obj.items():
             if prefix == "" and key == DIGEST_KEY:

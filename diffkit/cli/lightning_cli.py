@@ -11,6 +11,7 @@ version and the plugin distributions in use, which also go to the W&B config.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -136,14 +137,21 @@ def _checked_ckpt_path(ckpt_path: str) -> str:
     """The checkpoint to resume from, recognised and verified before the run starts: a run or
     checkpoint directory gives its newest intact checkpoint, and a ``last.ckpt`` left behind
     by a crash its newer sibling (said on stderr)."""
-    from diffkit.checkpoint import CheckpointError, read_checkpoint, resolve_resume
+    from diffkit.checkpoint import (
+        CheckpointError,
+        UnverifiedCheckpointWarning,
+        read_checkpoint,
+        resolve_resume,
+    )
 
     text = str(ckpt_path)
     if text in _CKPT_KEYWORDS or text.startswith("registry") or "://" in text:
         return ckpt_path
     try:
         path, note = resolve_resume(text)
-        read_checkpoint(path)
+        with warnings.catch_warnings():  # an unverified checkpoint warns again when loaded
+            warnings.simplefilter("ignore", UnverifiedCheckpointWarning)
+            read_checkpoint(path)
     except CheckpointError as err:
         raise ConfigError(f"ckpt_path: {err}") from err
     if note:

@@ -1,9 +1,11 @@
 """``diffkit sample`` and ``diffkit evaluate``: draw samples from a checkpoint, score them.
 
 ``diffkit sample RUN/checkpoints/last.ckpt --sampler deis --sampler.steps 10 --num_samples 64``
-loads the module (``DiffusionModule.load_from_checkpoint(path, weights_only=True)``; diffkit
-checkpoints hold the EMA weights as the state dict), samples with the module's sampler or any
-registered sampler and options by short name, writes ``<output>.pt`` (samples ``x`` and the run
+loads the module (:func:`diffkit.checkpoint.load_diffusion_module`: the file is recognised
+before it is unpickled, its digests are verified, and only the parts sampling uses are built;
+diffkit checkpoints hold the EMA weights as the state dict), samples with the module's sampler
+or any registered sampler and options by short name (``--sampler`` replaces the saved one,
+which is then not built), writes ``<output>.pt`` (samples ``x`` and the run
 facts) and ``<output>.png`` (an image grid for ``(C, H, W)`` data with C in 1, 3, a scatter plot
 for 2-D data), and prints the NFE and wall time.
 
