@@ -66,6 +66,9 @@ DIGEST_KEY = "diffkit"
 RECORD_FORMAT = 1
 _LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version")
 _ZIP_MAGIC = b"PK\x03\x04"
+#: Top-level keys outside the digest: the record itself, and the hyper-parameters, which
+#: ``load_from_checkpoint(path, **overrides)`` updates in memory before the module verifies.
+_NOT_DIGESTED = (DIGEST_KEY, "hyper_parameters", "datamodule_hyper_parameters")
 _FIT_HINT = "a checkpoint written by 'diffkit fit' (RUN/checkpoints/last.ckpt)"
 
 
@@ -104,7 +107,7 @@ def _walk(obj: Any, prefix: str) -> Iterator[tuple[str, Tensor]]:
             yield prefix, obj
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            if prefix == "" and key == DIGEST_KEY:
+            if prefix == "" and key in _NOT_DIGESTED:
                 continue
             yield from _walk(value, f"{prefix}/{key}" if prefix else str(key))
     elif isinstance(obj, list | tuple):
