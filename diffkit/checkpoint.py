@@ -35,14 +35,10 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from diffkit.module import DiffusionModule
-    from diffkit.samplers.base import Sampler
 
 __all__ = [
     "DIGEST_KEY",
@@ -50,10 +46,12 @@ __all__ = [
     "CheckpointInfo",
     "UnverifiedCheckpointWarning",
     "add_digest",
+    "check_saved_part",
+    "check_torch_file",
     "inspect_file",
-    "load_diffusion_module",
     "load_error",
     "loading",
+    "loading_path",
     "read_checkpoint",
     "resolve_resume",
     "tensor_digests",
@@ -416,17 +414,15 @@ def loading_path() -> str | None:
     return _LOADING.get()
 
 
-#: Parts of ``DiffusionModule`` a sampling load builds, with their registry kinds.
-_PARTS: dict[str, Literal["sde", "denoiser", "loss", "sampler"]] = {
-    "sde": "sde",
-    "denoiser": "denoiser",
-    "loss": "loss",
-    "sampler": "sampler",
-}
+def check_saved_part(path: str | Path, part: str, kind: str, class_path: str) -> None:
+    """Raise the registry's one-line error when a saved part's ``class_path`` cannot be imported.
 
+    ``kind`` is the registry kind (``"sampler"``, ...); short-name alias paths
+    (``diffkit.aliases.samplers.ddim``) are looked up by name, other paths as they are.
 
-def _check_part(path: Path, part: str, kind: str, class_path: str) -> None:
-    """Raise the registry's one-line error when the saved ``class_path`` cannot be imported."""
+    Raises:
+        CheckpointError: the part's plugin is missing or broken (the registry says which).
+    """
     from diffkit.registry import REGISTRIES, RegistryError
 
     prefix = f"diffkit.aliases.{kind}s."
@@ -438,52 +434,3 @@ def _check_part(path: Path, part: str, kind: str, class_path: str) -> None:
         raise CheckpointError(
             f"{path}: the model's {part} '{name}' cannot be loaded: {err}{hint}"
         ) from err
-
-
-def load_diffusion_module(
-    path: str | Path, map_location: str = "cpu", *, sampler: Sampler | None = None
-) -> DiffusionModule:
-    """The :class:`DiffusionModule` of a ``diffkit fit`` checkpoint, for sampling, in eval mode.
-
-    Builds only what sampling uses: the SDE, denoiser, loss (it fixes the parameterisation) and
-    the saved sampler unless ``sampler`` replaces it; optimizer and LR scheduler are not built,
-    so a plugin that is now broken or uninstalled only matters if its part is needed.
-
-    Raises:
-        CheckpointError: not a verified diffkit checkpoint, or a needed part cannot be built.
-    """
-    from lightning.pytorch.cli import instantiate_module
-
-    from diffkit.module import DiffusionModule
-
-    path = Path(path)
-    checkpoint = read_checkpoint(path, map_location="cpu")
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    if hparams.pop("_instantiator", None) is None:
-        raise CheckpointError(
-            f"{path} was saved by a DiffusionModule built in Python, whose parts (sde, "
-            "denoiser, ...) are not in the checkpoint; load it in Python with "
-            "DiffusionModule.load_from_checkpoint(path, sde=..., denoiser=...)"
-        )
-    hparams.pop("_class_path", None)
-    hparams.pop("optimizer", None)
-    hparams.pop("lr_scheduler", None)
-    if sampler is not None:
-        hparams["sampler"] = None
-    for part, kind in _PARTS.items():
-        value = hparams.get(part)
-        if isinstance(value, dict) and isinstance(value.get("class_path"), str):
-            _check_part(path, part, kind, value["class_path"])
-    try:
-        module = instantiate_module(DiffusionModule, hparams)
-    except Exception as err:  # jsonargparse reports a multi-line parse error
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: the model cannot be rebuilt from it: {reason}") from err
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        reason = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: its weights do not fit the model: {reason}") from err
-    if sampler is not None:
-        module.sampler = sampler
-    return module.to(map_location).eval()

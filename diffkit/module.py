@@ -284,6 +284,56 @@ class DiffusionModule(L.LightningModule):
             except pickle.UnpicklingError as err:  # e.g. weights_only refusing a global
                 raise load_error(checkpoint_path, err) from err
 
+    @classmethod
+    def load_for_sampling(
+        cls, path: str | Path, map_location: str = "cpu", *, sampler: Sampler | None = None
+    ) -> DiffusionModule:
+        """The module of a ``diffkit fit`` checkpoint, for sampling, in eval mode.
+
+        The file is recognised and its digests verified
+        (:func:`diffkit.checkpoint.read_checkpoint`). Only what sampling uses is built: the
+        SDE, the denoiser, the loss (it fixes the parameterisation) and the saved sampler unless
+        ``sampler`` replaces it; the optimizer and LR scheduler are not built, so a plugin that
+        is now broken or uninstalled matters only when its part is needed.
+
+        Raises:
+            diffkit.checkpoint.CheckpointError: not a verified diffkit checkpoint, or a needed
+                part cannot be built (the registry's one-line error).
+        """
+        from lightning.pytorch.cli import instantiate_module
+
+        from diffkit.checkpoint import CheckpointError, check_saved_part, read_checkpoint
+
+        checkpoint = read_checkpoint(path, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        if hparams.pop("_instantiator", None) is None:
+            raise CheckpointError(
+                f"{path} was saved by a DiffusionModule built in Python, whose parts (sde, "
+                "denoiser, ...) are not in the checkpoint; load it in Python with "
+                "DiffusionModule.load_from_checkpoint(path, sde=..., denoiser=...)"
+            )
+        for unused in ("_class_path", "optimizer", "lr_scheduler"):
+            hparams.pop(unused, None)
+        if sampler is not None:
+            hparams["sampler"] = None
+        for part in ("sde", "denoiser", "loss", "sampler"):
+            value = hparams.get(part)
+            if isinstance(value, dict) and isinstance(value.get("class_path"), str):
+                check_saved_part(path, part, part, value["class_path"])
+        try:
+            module = instantiate_module(cls, hparams)
+        except Exception as err:  # jsonargparse reports a multi-line parse error
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: the model cannot be rebuilt from it: {reason}") from err
+        try:
+            module.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: its weights do not fit the model: {reason}") from err
+        if sampler is not None:
+            module.sampler = sampler
+        return module.to(map_location).eval()
+
     @property
     def optimizer_factory(self) -> OptimizerCallable:
         """The optimizer factory ``params -> Optimizer``."""

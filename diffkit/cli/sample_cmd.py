@@ -1,7 +1,7 @@
 """``diffkit sample`` and ``diffkit evaluate``: draw samples from a checkpoint, score them.
 
 ``diffkit sample RUN/checkpoints/last.ckpt --sampler deis --sampler.steps 10 --num_samples 64``
-loads the module (:func:`diffkit.checkpoint.load_diffusion_module`: the file is recognised
+loads the module (``DiffusionModule.load_for_sampling``: the file is recognised
 before it is unpickled, its digests are verified, and only the parts sampling uses are built;
 diffkit checkpoints hold the EMA weights as the state dict), samples with the module's sampler
 or any registered sampler and options by short name (``--sampler`` replaces the saved one,
@@ -67,11 +67,10 @@ def _add_sampling_args(parser: Any) -> None:
 
 def load_module(path: str | Path, device: str = "cpu", sampler: Any = None) -> Any:
     """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``, recognised and
-    verified (:func:`diffkit.checkpoint.load_diffusion_module`); ``sampler`` replaces the saved
-    one, which is then not built."""
-    from diffkit.checkpoint import load_diffusion_module
+    verified; ``sampler`` replaces the saved one, which is then not built."""
+    from diffkit.module import DiffusionModule
 
-    return load_diffusion_module(path, device, sampler=sampler)
+    return DiffusionModule.load_for_sampling(path, device, sampler=sampler)
 
 
 def draw(
