@@ -324,3 +324,43 @@ def test_intact_checkpoint_verifies_without_warning(run) -> None:
     names = set(checkpoint["diffkit"]["tensors"])
     assert "state_dict/net.inp.weight" in names and "state_dict/model.net.inp.weight" in names
     assert any(n.startswith("optimizer_states/0/state/") for n in names)
+
+
+def test_sampling_a_checkpoint_of_a_module_built_in_python_says_how_to_load_it(
+    tmp_path, capsys
+) -> None:
+    """Its hyper-parameters hold no parts (they were objects): sample says what to do."""
+    import functools
+
+    import lightning as L
+
+    from diffkit.data.toy2d import Toy2DDataModule
+    from diffkit.denoisers.resnet import ResNetMLP
+    from diffkit.module import DiffusionModule
+    from diffkit.sdes.vp import VPSDE
+
+    module = DiffusionModule(VPSDE(), functools.partial(ResNetMLP, width=8, depth=1, emb_dim=8))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(
+        module, Toy2DDataModule("moons", num_train=32, num_val=8, num_test=8, batch_size=32)
+    )
+    path = tmp_path / "python.ckpt"
+    trainer.save_checkpoint(path)
+    code = main(["sample", str(path), "--output", str(tmp_path / "s")])
+    _assert_refused(code, capsys.readouterr().err, path, "built in Python")
+    loaded = DiffusionModule.load_from_checkpoint(
+        str(path),
+        sde=VPSDE(),
+        denoiser=functools.partial(ResNetMLP, width=8, depth=1, emb_dim=8),
+        weights_only=True,
+    )
+    assert torch.equal(loaded.net.inp.weight, module.net.inp.weight)
