@@ -107,6 +107,21 @@ def test_kill_while_writing_last_leaves_it_one_save_behind_and_resume_takes_the_
     (orphan,) = list(systmp.iterdir())
     assert 0 < orphan.stat().st_size < (ckpts / "epoch=2-step=6.ckpt").stat().st_size
 
+    # A run directory, or a damaged last.ckpt, resolves to the newest intact checkpoint too.
+    from diffkit.checkpoint import resolve_resume
+
+    for given in (tmp_path / "run", ckpts):
+        chosen, note = resolve_resume(given)
+        assert chosen.name == "epoch=2-step=6.ckpt" and "newest intact" in note
+    damaged = tmp_path / "copy" / "last.ckpt"
+    damaged.parent.mkdir()
+    for p in ckpts.iterdir():
+        (damaged.parent / p.name).write_bytes(p.read_bytes())
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    (damaged.parent / "epoch=2-step=6.ckpt").write_bytes(b"")  # the newest is damaged as well
+    chosen, note = resolve_resume(damaged)
+    assert chosen.name == "epoch=1-step=4.ckpt" and "last.ckpt is damaged" in note
+
     # Resuming from last.ckpt resumes from the newest intact checkpoint, and says so.
     from diffkit.cli.main import main
 
