@@ -1,9 +1,11 @@
 """``diffkit sample`` and ``diffkit evaluate``: draw samples from a checkpoint, score them.
 
 ``diffkit sample RUN/checkpoints/last.ckpt --sampler deis --sampler.steps 10 --num_samples 64``
-loads the module (``DiffusionModule.load_from_checkpoint(path, weights_only=True)``; diffkit
-checkpoints hold the EMA weights as the state dict), samples with the module's sampler or any
-registered sampler and options by short name, writes ``<output>.pt`` (samples ``x`` and the run
+loads the module (``DiffusionModule.load_for_sampling``: the file is recognised
+before it is unpickled, its digests are verified, and only the parts sampling uses are built;
+diffkit checkpoints hold the EMA weights as the state dict), samples with the module's sampler
+or any registered sampler and options by short name (``--sampler`` replaces the saved one,
+which is then not built), writes ``<output>.pt`` (samples ``x`` and the run
 facts) and ``<output>.png`` (an image grid for ``(C, H, W)`` data with C in 1, 3, a scatter plot
 for 2-D data), and prints the NFE and wall time.
 
@@ -120,15 +122,12 @@ def _check_sampling_size(module: Any, init: Any) -> None:
     check_tensor_memory(init.num_samples * per_sample, 4, "--num_samples", "the samples")
 
 
-def load_module(path: str | Path, device: str = "cpu") -> Any:
-    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``."""
+def load_module(path: str | Path, device: str = "cpu", sampler: Any = None) -> Any:
+    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``, recognised and
+    verified; ``sampler`` replaces the saved one, which is then not built."""
     from diffkit.module import DiffusionModule
 
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"checkpoint: no file at '{path}'")
-    module = DiffusionModule.load_from_checkpoint(str(path), map_location=device, weights_only=True)
-    return module.eval()
+    return DiffusionModule.load_for_sampling(path, device, sampler=sampler)
 
 
 def draw(
@@ -255,7 +254,7 @@ def _sample(argv: list[str]) -> int:
     check_positive(init.nrow, "--nrow", allow_none=True)
     check_output_file(_stem(init.output).with_suffix(".pt"), "--output")
     check_output_file(_stem(init.output).with_suffix(".png"), "--output")
-    module = load_module(init.checkpoint, init.device)
+    module = load_module(init.checkpoint, init.device, init.sampler)
     _check_sampling_size(module, init)
     x, nfe, seconds = draw(
         module,
@@ -420,6 +419,8 @@ def _evaluate(argv: list[str]) -> int:
     check_positive(init.num_reference, "--num_reference", allow_none=True)
     if init.json:
         check_output_file(init.json, "--json")
+    if Path(init.source).is_dir():
+        raise CommandError(f"source: '{init.source}' is a directory, not a .ckpt or .pt file")
     if not Path(init.source).is_file():
         raise CommandError(f"source: no file at '{init.source}' (a .ckpt or a .pt sample file)")
     is_checkpoint = Path(init.source).suffix == ".ckpt"
@@ -427,7 +428,7 @@ def _evaluate(argv: list[str]) -> int:
     if not metrics:
         raise CommandError("give metrics, e.g. --metrics '[w2, mmd]' (see 'diffkit list metric')")
 
-    module = load_module(init.source, init.device) if is_checkpoint else None
+    module = load_module(init.source, init.device, init.sampler) if is_checkpoint else None
     nfe, seconds = None, None
     if module is not None:
         _check_sampling_size(module, init)
@@ -441,13 +442,10 @@ def _evaluate(argv: list[str]) -> int:
             class_label=init.class_label,
         )
     else:
-        try:
-            loaded = torch.load(init.source, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for a file it cannot read
-            raise CommandError(
-                f"source {init.source}: not a sample file written by 'diffkit sample' "
-                f"({type(err).__name__}); give a .ckpt or a .pt sample file"
-            ) from err
+        from diffkit.checkpoint import check_torch_file
+
+        check_torch_file(init.source, "a .ckpt checkpoint or a .pt sample file of 'diffkit sample'")
+        loaded = torch.load(init.source, map_location="cpu", weights_only=True)
         x = loaded.get("x") if isinstance(loaded, dict) else loaded
         if not isinstance(x, torch.Tensor):
             raise CommandError(f"source {init.source}: expected a tensor or a dict with 'x'")
