@@ -74,6 +74,9 @@ SAMPLERS = {
     "dpm_solver_2m_heun": lambda: DPMSolver(6, order=2, solver_type="heun"),
     "unipc_bh1": lambda: UniPC(6, order=3, solver_type="bh1"),
     "unipc_bh2": lambda: UniPC(6, order=2),
+    "unipc_eps": lambda: UniPC(6, order=3, predict_x0=False),
+    "dpm_solver_eps": lambda: DPMSolver(6, order=2, algorithm="dpmsolver"),
+    "deis_logrho": lambda: DEIS(6, order=2, variant="logrho"),
 }
 SDE_ONLY_1X1 = {"dpm_solver_sde": lambda: DPMSolver(6, algorithm="sde-dpmsolver++")}
 

@@ -49,12 +49,21 @@ CASES = {
         for bh in ("bh1", "bh2")
     },
     **{f"unip{p}": (partial(UniPC, order=p, corrector=False), p) for p in (2, 3)},
+    **{
+        f"dpm_solver{k}_eps": (
+            partial(DPMSolver, order=k, solver_type="heun", algorithm="dpmsolver"),
+            k,
+        )
+        for k in (2, 3)
+    },
+    "unipc2_eps": (partial(UniPC, order=2, predict_x0=False, lower_order_final=False), 3),
+    **{f"deis_logrho{r}": (partial(DEIS, order=r, variant="logrho"), r + 1) for r in range(4)},
 }
 
 
-# Third-order DPM-Solver++ with the Taylor weights is pre-asymptotic at these NFE: its error
+# Third-order DPM-Solver(++) with the Taylor weights is pre-asymptotic at these NFE: its error
 # falls faster than h^3 (slope 4.2 from 80 to 160 steps, 3.6 from 160 to 320).
-SLOPE_RANGE = {"dpm_solver3_heun": (2.9, 4.5)}
+SLOPE_RANGE = {"dpm_solver3_heun": (2.9, 4.5), "dpm_solver3_eps": (2.9, 4.5)}
 
 
 def _errors(make, gaussian_score) -> list[float]:
