@@ -66,7 +66,7 @@ from diffkit.prediction import Prediction
 from diffkit.registry.builtins import BUILTINS
 from diffkit.sdes.vp import VPSDE
 
-SAMPLERS = ("ddim", "deis", "gddim")
+SAMPLERS = ("ddim", "deis", "gddim", "dpm_solver")
 
 
 # ---------------------------------------------------------------------------- diffkit parts
@@ -99,6 +99,8 @@ def make_sampler(name: str, nfe: int) -> Any:
         wanted["order"] = 3
     if name == "gddim":
         wanted["lam"] = 0.0
+    if name == "dpm_solver":
+        wanted["order"] = 2
     return cls(**build_kwargs(cls, wanted))
 
 
@@ -196,6 +198,45 @@ def vp_coefficients(sde: VPSDE, times: np.ndarray, values: int) -> list[tuple[fl
     return out
 
 
+def dpm_solver_coefficients(sde: VPSDE, times: np.ndarray) -> list[tuple]:
+    """Per step ``i``: ``(1 / alpha_i, sigma_i, psi, [c_0, c_1])`` of DPM-Solver++(2M), midpoint
+    form, diffusers' lower-order rule (first order at the first step, and at the last one when
+    it ends at zero noise or the grid has fewer than 15 steps) [DPM-Solver++, 2211.01095]:
+    ``D_i = (x_i - sigma_i eps_i) / alpha_i`` and ``x' = psi x + c_0 D_i + c_1 D_{i-1}``."""
+    tt = torch.as_tensor(times, dtype=torch.float64)
+    alpha, sigma = sde.alpha(tt).numpy(), sde.sigma(tt).numpy()
+    with np.errstate(divide="ignore"):
+        lam = np.log(alpha) - np.log(sigma)
+    n = len(times) - 1
+    out = []
+    for i in range(n):
+        h = lam[i + 1] - lam[i]
+        m0 = alpha[i + 1] * -np.expm1(-h)
+        first = i == 0 or (i == n - 1 and (sigma[n] == 0 or n < 15))
+        if first:
+            cs = [m0]
+        else:
+            r0 = (lam[i] - lam[i - 1]) / h
+            cs = [m0 * (1 + 0.5 / r0), -m0 * 0.5 / r0]
+        out.append((1 / alpha[i], sigma[i], sigma[i + 1] / sigma[i], [float(c) for c in cs]))
+    return out
+
+
+def bare_loop_x0(
+    net: torch.nn.Module, x: Tensor, conds: list[Tensor], cins: list[float], coefs
+) -> Tensor:
+    """:func:`bare_loop` on data predictions ``D = (x - sigma eps) / alpha`` (DPM-Solver++)."""
+    hist: list[Tensor] = []
+    with torch.no_grad():
+        for c, cin, (inv_a, sig, psi, cs) in zip(conds, cins, coefs, strict=False):
+            hist.insert(0, (x - net(x * cin, c) * sig) * inv_a)
+            del hist[len(cs) :]
+            x = x * psi
+            for cj, d in zip(cs, hist, strict=False):
+                x = x.add(d, alpha=cj)
+    return x
+
+
 def input_scales(sde: VPSDE, times: np.ndarray, score_model: Any) -> list[float]:
     """``c_in`` per grid time, as Parameterization applies it (1 when it does not)."""
     if not getattr(score_model, "input_scaling", False):
@@ -229,7 +270,10 @@ def diffusers_scheduler(name: str, nfe: int) -> tuple[Any, str] | None:
     except ImportError:
         return None
     common = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
-    if name == "deis":
+    if name == "dpm_solver":
+        sched = diffusers.DPMSolverMultistepScheduler(**common, solver_order=2)
+        label = "DPMSolverMultistepScheduler(solver_order=2)"
+    elif name == "deis":
         sched = diffusers.DEISMultistepScheduler(
             **common, solver_order=3, algorithm_type="deis", solver_type="logrho"
         )
@@ -300,6 +344,9 @@ def bench_one(
     elif sampler_name == "gddim":
         values = int(getattr(sampler, "order", 0)) + 1
     coefs = vp_coefficients(sde, times, values)
+    loop = bare_loop
+    if sampler_name == "dpm_solver":
+        values, coefs, loop = 2, dpm_solver_coefficients(sde, times), bare_loop_x0
     conds = [
         sde.noise_condition(torch.full((batch,), float(t), dtype=torch.float64)).float()
         for t in times[:-1]
@@ -310,7 +357,7 @@ def bench_one(
         return sampler.sample(score_model, sde, (batch, *data_shape), u_T=x_T).x
 
     def run_bare() -> Tensor:
-        return bare_loop(net, x_T, conds, cins, coefs)
+        return loop(net, x_T, conds, cins, coefs)
 
     impls: dict[str, Callable[[], Tensor]] = {"diffkit": run_diffkit, "bare": run_bare}
     dif_label = None
