@@ -67,6 +67,11 @@ def unipc_plan(
     phi_1 = phi(h, 0) if predict_x0 else phi_noise(h, 0)  # |e^{-+h} - 1|
     b_ratio = h / phi_1 if solver_type == "bh1" else torch.ones_like(h)  # B(h) / (h phi_1)
     orders = unipc_orders(len(times) - 1, order, lower_order_final)
+    if orders[-1] > 1 and bool(torch.isinf(st.lam[-1]).any()):
+        raise ValueError(
+            f"UniPC: the last step goes to zero noise, where an order-{orders[-1]} step is "
+            "undefined; use lower_order_final=True or a grid with t_min > 0"
+        )
     predict = [_extra(st, b_ratio, i, o, corrector=False) for i, o in enumerate(orders)]
     rows = []
     for i, terms in enumerate(predict):
@@ -95,8 +100,8 @@ def unipc_plan(
     for w in [*plan.weights, *(plan.correct or [])]:
         if not bool(torch.isfinite(w.coef).all()):
             raise ValueError(
-                "UniPC: non-finite coefficients on this grid (a step of order > 1 into zero "
-                "noise); use lower_order_final=True or a grid with t_min > 0"
+                "UniPC: non-finite coefficients on this grid (B(h) = h into zero noise); use "
+                "solver_type='bh2', lower_order_final=True or a grid with t_min > 0"
             )
     return plan
 
@@ -226,4 +231,7 @@ class UniPC(Sampler):
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        return run_multistep(model, u, plan, name="unipc", draw=torch.randn_like, on_step=on_step)
+        def draw(x: Tensor) -> Tensor:  # unused: UniPC is deterministic
+            return self.noise(x, generator)
+
+        return run_multistep(model, u, plan, name="unipc", draw=draw, on_step=on_step)
