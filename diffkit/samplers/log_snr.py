@@ -14,10 +14,14 @@ in ``lambda`` (half the log-SNR) through earlier outputs; they need only the mom
 * 1x1 blocks (VP, VE, sub-VP; blurring per DCT mode): ``lambda = log(a_t / sigma_t)`` per mode
   and ``M_k = a_s q_k(h)`` in closed form (:func:`phi`), ``Psihat = sigma_s / sigma_t``;
   ``M_0 = A_s - Psihat A_t`` is DDIM's step. Coefficients are diagonal operators.
-* 2x2 blocks (CLD): ``lambda = -log rho`` with ``rho`` the position noise-to-signal ratio
-  (:meth:`~diffkit.sdes.cld.CLDSDE.noise_level`, which reduces to ``sigma / alpha`` on scalar
-  kernels); ``M_0 = A_s - Psihat A_t`` exactly (so order 1 is gDDIM's step) and ``M_k``, k >= 1,
-  by Gauss-Legendre quadrature in ``log tau``.
+* 2x2 blocks (CLD): no single log-SNR exists (position and velocity mix), so ``D`` is
+  interpolated in a scalar variable; ``M_0 = A_s - Psihat A_t`` exactly (so order 1 is gDDIM's
+  step) and ``M_k``, k >= 1, by Gauss-Legendre quadrature in ``log tau``. The variable is
+  ``lambda = -t``: on the exact CIFAR-10-spectrum benchmark (CLD, quadratic grid, NFE 10 / 20,
+  best of DPM-Solver++ and UniPC) it gave W2 0.97 / 0.31, against 2.7 / 1.06 for minus the log
+  of the position noise-to-signal ratio (:meth:`~diffkit.sdes.cld.CLDSDE.noise_level`, which
+  reduces to ``lambda`` on scalar kernels), 1.5 / 1.1 for the velocity one and 4.7 / 1.4 for
+  ``-log t``. (``D`` of CLD mixes position and velocity data, whose noise levels differ.)
 
 The SDE variant (reverse SDE, ``lam = 1``) has the same form with ``Psihat = e^{-h}
 sigma_s / sigma_t``, moments ``a_s q_k(2h)`` and noise ``sigma_s sqrt(1 - e^{-2h})`` (1x1 blocks).
@@ -98,12 +102,13 @@ def phi_noise(h: Tensor, k: int) -> Tensor:
 
 
 def half_log_snr(sde: LinearSDE, t: Tensor) -> Tensor:
-    """``lambda_t`` as coefficients ``(N, *M, 1, 1)``: ``log(a_t / sigma_t)`` per mode for 1x1
-    blocks (``+inf`` where ``sigma_t = 0``), ``-log rho(t)`` for 2x2 blocks."""
+    """The interpolation variable ``lambda_t`` as coefficients ``(N, *M, 1, 1)``, increasing
+    towards the data: ``log(a_t / sigma_t)`` per mode for 1x1 blocks (``+inf`` where
+    ``sigma_t = 0``); ``-t`` for 2x2 blocks (see the module docstring)."""
     if sde.block == 1:
         k = sde.kernel(t)
         return (k.mean_op @ k.scale.inv()).coef.abs().log()  # sigma = -0.0 gives +inf
-    return -sde.noise_level(t).log().reshape(-1, 1, 1)
+    return -torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1, 1)
 
 
 def weighted(op: LinearOp, w: Tensor, basis: Basis | None = None) -> LinearOp:
@@ -238,7 +243,7 @@ def _block_moments(
         weight = psi_hat @ (g @ g.T) @ k.cov.inv() @ k.mean_op * 0.5
     integrand = weight.coef.reshape(*tau.shape, *weight.coef.shape[1:])  # (N, Q, 2, 2)
     lam_t, h = lam[:-1].reshape(-1, 1), (lam[1:] - lam[:-1]).reshape(-1, 1)
-    x = (-sde.noise_level(flat).log().reshape(tau.shape) - lam_t) / h  # (N, Q) in [0, 1]
+    x = (half_log_snr(sde, flat).reshape(tau.shape) - lam_t) / h  # (N, Q) in [0, 1]
     return [LinearOp((integrand * (w * x**j)[..., None, None]).sum(1)) for j in range(1, count)]
 
 

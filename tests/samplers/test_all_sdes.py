@@ -258,6 +258,20 @@ def test_cld_orders_against_pf_ode(gaussian_score) -> None:
         "gddim": (lambda n: GDDIM(n, t_min=s), 1.0),
         "gddim_multistep2": (lambda n: GDDIM(n, t_min=s, order=2), 2.8),
         "heun": (lambda n: Heun(n, grid="quadratic", t_min=s), 2.0),
+        "dpm_solver3": (
+            lambda n: DPMSolver(n, grid="quadratic", t_min=s, order=3, solver_type="heun"),
+            3.0,
+        ),
+        "dpm_solver3_eps": (
+            lambda n: DPMSolver(
+                n, grid="quadratic", t_min=s, order=3, solver_type="heun", algorithm="dpmsolver"
+            ),
+            3.0,
+        ),
+        "unipc2": (
+            lambda n: UniPC(n, grid="quadratic", t_min=s, order=2, lower_order_final=False),
+            3.0,
+        ),
     }
     for name, (make, order) in cases.items():
         errs = []
