@@ -20,7 +20,6 @@ from torch import Tensor
 
 from diffkit.prediction import GridScoreModel, Prediction, ScoreModel, on_grid
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import GridKind, time_grid
 
 __all__ = [
@@ -30,15 +29,8 @@ __all__ = [
     "Sampler",
     "SamplerPlan",
     "require_full_score",
-    "row_apply",
-    "row_axpy",
-    "step_rows",
     "step_time",
 ]
-
-Row = float | LinearOp
-"""One step's operator in a sampling loop: a Python float for scalar operators (VP, VE),
-else a single-row :class:`~diffkit.sdes.operators.LinearOp` in the state's dtype."""
 
 
 def require_full_score(pred: Prediction, sampler: str) -> None:
@@ -50,26 +42,6 @@ def require_full_score(pred: Prediction, sampler: str) -> None:
             "with 'euler_maruyama', 'heun' or 'pc', which use only G G^T score, or train with "
             "the 'dsm' loss"
         )
-
-
-def step_rows(op: LinearOp, like: Tensor) -> list[Row]:
-    """Per-step rows of an operator table ``(N, ...)`` for a loop over ``like``-shaped states:
-    Python floats (the float64 values) when the operator is scalar, else single-row operators
-    cast once to ``like``'s dtype and device."""
-    if op.is_scalar:
-        return op.coef[:, 0, 0].tolist()
-    c = op.coef.to(device=like.device, dtype=like.dtype)
-    return [LinearOp(c[i : i + 1], op.basis) for i in range(op.n)]
-
-
-def row_apply(row: Row, x: Tensor) -> Tensor:
-    """``row x`` (one tensor operation for a scalar row)."""
-    return x * row if isinstance(row, float) else row.apply(x)
-
-
-def row_axpy(acc: Tensor, row: Row, x: Tensor) -> Tensor:
-    """``acc + row x`` (one fused tensor operation for a scalar row)."""
-    return acc.add(x, alpha=row) if isinstance(row, float) else acc + row.apply(x)
 
 
 def step_time(times: Tensor, i: int, like: Tensor) -> Tensor:
@@ -193,13 +165,13 @@ class Sampler(abc.ABC):
         """The one-step loop ``u <- A_i u + B_i f(pred_i) [+ C_i z_i]`` of samplers whose step is
         affine in the state and one model quantity ``f`` (eps, score, ...); ``C`` (noise) is used
         when the plan has it."""
-        A, B = step_rows(plan.coefs["A"], u), step_rows(plan.coefs["B"], u)
-        C = step_rows(plan.coefs["C"], u) if "C" in plan.coefs else None
+        A, B = plan.coefs["A"].steps(u), plan.coefs["B"].steps(u)
+        C = plan.coefs["C"].steps(u) if "C" in plan.coefs else None
         for i in range(len(A)):
             f = feature(model.at(u, i), i).to(u.dtype)
-            u = row_axpy(row_apply(A[i], u), B[i], f)
+            u = B[i].add(A[i](u), f)
             if C is not None:
-                u = row_axpy(u, C[i], self.noise(u, generator))
+                u = C[i].add(u, self.noise(u, generator))
             on_step(i, u)
         return u
 

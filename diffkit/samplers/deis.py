@@ -24,9 +24,6 @@ from diffkit.samplers.base import (
     Sampler,
     SamplerPlan,
     require_full_score,
-    row_apply,
-    row_axpy,
-    step_rows,
 )
 from diffkit.samplers.exponential import Variant, exponential_coefficients
 from diffkit.samplers.factors import FactorKind, has_factor, noise_factor
@@ -58,8 +55,8 @@ def run_multistep(
     """
     factor_ops = factor_rows(plan)
     c = plan.coefs
-    A = step_rows(c["A"], u)
-    C = [step_rows(op, u) for op in c["C"]]
+    A = c["A"].steps(u)
+    C = [op.steps(u) for op in c["C"]]
     hist: list[Tensor] = []
     for i, q in enumerate(c["q"]):
         pred = model.at(u, i)
@@ -67,9 +64,9 @@ def run_multistep(
         eps = pred.eps() if factor_ops is None else pred.eps(factor_ops[i])
         hist.insert(0, eps.to(u.dtype))
         del hist[len(C) :]
-        out = row_apply(A[i], u)
+        out = A[i](u)
         for j in range(q + 1):
-            out = row_axpy(out, C[j][i], hist[j])
+            out = C[j][i].add(out, hist[j])
         u = out
         on_step(i, u)
     return u

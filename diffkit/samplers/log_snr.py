@@ -42,9 +42,6 @@ from diffkit.samplers.base import (
     CountingModel,
     Plan,
     require_full_score,
-    row_apply,
-    row_axpy,
-    step_rows,
 )
 from diffkit.samplers.factors import noise_factor
 from diffkit.sdes.base import LinearSDE
@@ -290,10 +287,10 @@ def run_multistep(
     on_step: Callable[[int, Tensor], None],
 ) -> Tensor:
     """The loop of :class:`MultistepPlan` (one model call per step); ``draw(u)`` gives noise."""
-    psi_hat = step_rows(plan.psi_hat, u)
-    weights = [step_rows(w, u) for w in plan.weights]
-    noise = None if plan.noise is None else step_rows(plan.noise, u)
-    correct = None if plan.correct is None else [step_rows(c, u) for c in plan.correct]
+    psi_hat = plan.psi_hat.steps(u)
+    weights = [w.steps(u) for w in plan.weights]
+    noise = None if plan.noise is None else plan.noise.steps(u)
+    correct = None if plan.correct is None else [c.steps(u) for c in plan.correct]
     keep = max(len(weights), len(plan.correct or ()))
     factor = None if plan.factor is None else [plan.factor[i] for i in range(plan.factor.n)]
     history: list[Tensor] = []  # D_i, D_{i-1}, ...
@@ -307,12 +304,12 @@ def run_multistep(
         del history[keep:]
         if correct is not None and plan.correct_order is not None:
             for j in range(plan.correct_order[i] + int(plan.correct_order[i] > 0)):
-                u = row_axpy(u, correct[j][i], history[j])
-        out = row_apply(psi_hat[i], u)
+                u = correct[j][i].add(u, history[j])
+        out = psi_hat[i](u)
         for j in range(order):
-            out = row_axpy(out, weights[j][i], history[j])
+            out = weights[j][i].add(out, history[j])
         if noise is not None:
-            out = row_axpy(out, noise[i], draw(out))
+            out = noise[i].add(out, draw(out))
         u = out
         on_step(i, u)
     return u
