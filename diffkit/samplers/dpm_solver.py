@@ -55,7 +55,9 @@ SolverType = Literal["midpoint", "heun"]
 Algorithm = Literal["dpmsolver++", "sde-dpmsolver++", "dpmsolver"]
 
 
-def dpm_solver_orders(steps: int, order: int, lower_order_final: bool, final_zero: bool) -> list:
+def dpm_solver_orders(
+    steps: int, order: int, lower_order_final: bool, final_zero: bool
+) -> list[int]:
     """Order of each step: warm start, then diffusers' lower-order final steps."""
     out = []
     for i in range(steps):
