@@ -75,7 +75,12 @@ SAMPLERS = {
     "dpm_solver_eps": lambda: DPMSolver(6, order=2, algorithm="dpmsolver"),
     "deis_logrho": lambda: DEIS(6, order=2, variant="logrho"),
 }
-SDE_ONLY_1X1 = {"dpm_solver_sde": lambda: DPMSolver(6, algorithm="sde-dpmsolver++")}
+SDE_ONLY_1X1 = {
+    "dpm_solver_sde": lambda: DPMSolver(6, algorithm="sde-dpmsolver++"),
+    "dpm_solver_sde3": lambda: DPMSolver(
+        6, order=3, solver_type="heun", algorithm="sde-dpmsolver++"
+    ),
+}
 
 
 @pytest.mark.parametrize("sde_name", SDES)
