@@ -40,6 +40,7 @@ from diffkit.samplers.factors import has_factor, noise_factor
 from diffkit.samplers.log_snr import (
     LogSNRSteps,
     MultistepPlan,
+    data_rows,
     log_snr_steps,
     run_multistep,
     stack_steps,
@@ -88,7 +89,14 @@ def dpm_solver_plan(
     rows = [_step_weights(st, i, o, solver_type) for i, o in enumerate(orders)]
     weights = stack_steps(rows, st.moments[0])
     return MultistepPlan(
-        times, st.psi_hat, weights, orders, target=target, factor=st.factor, noise=st.noise
+        times,
+        st.psi_hat,
+        weights,
+        orders,
+        target=target,
+        factor=st.factor,
+        to_data=data_rows(sde, times) if target == "x0" else None,
+        noise=st.noise,
     )
 
 

@@ -52,6 +52,7 @@ Target = Literal["x0", "eps"]
 __all__ = [
     "LogSNRSteps",
     "MultistepPlan",
+    "data_rows",
     "half_log_snr",
     "log_snr_steps",
     "phi",
@@ -261,8 +262,10 @@ class MultistepPlan(Plan):
     """A data-prediction multistep method on a grid (float64 tables, one row per step).
 
     Step ``i`` maps ``u_i`` to ``u_{i+1} = psi_hat_i u_i + sum_{j < order_i} weights[j]_i D_{i-j}
-    [+ noise_i z]`` with ``D_k`` the model's ``x0`` at ``u_k`` (or its eps against ``factor``,
-    the kernel's scale when ``None``, for ``target = "eps"``). With a corrector (UniPC), the
+    [+ noise_i z]`` with ``D_k`` the model's ``x0`` at ``u_k``, formed from its eps as
+    ``A_t^{-1} u - A_t^{-1} K_t eps`` (the rows ``to_data``; for an eps network, two tensor
+    operations), or its eps against ``factor`` (the kernel's scale when ``None``) for
+    ``target = "eps"``. With a corrector (UniPC), the
     fresh ``D_i`` first corrects the point it was taken at: ``u_i += sum_{j <= correct_order_i}
     correct[j]_i D_{i-j}`` (no extra model call; ``correct_order_i = 0`` means no correction).
     """
@@ -272,9 +275,17 @@ class MultistepPlan(Plan):
     order: list[int]
     target: Target = "x0"
     factor: LinearOp | None = None
+    to_data: tuple[LinearOp, LinearOp] | None = None
     noise: LinearOp | None = None
     correct: list[LinearOp] | None = None
     correct_order: list[int] | None = None
+
+
+def data_rows(sde: LinearSDE, times: Tensor) -> tuple[LinearOp, LinearOp]:
+    """``(A_t^{-1}, -A_t^{-1} K_t)`` at ``times[:-1]``: ``x0 = A^{-1} u - A^{-1} K eps``."""
+    k = sde.kernel(times[:-1])
+    a_inv = k.mean_op.inv()
+    return a_inv, -(a_inv @ k.scale)
 
 
 def run_multistep(
@@ -293,11 +304,15 @@ def run_multistep(
     correct = None if plan.correct is None else [c.steps(u) for c in plan.correct]
     keep = max(len(weights), len(plan.correct or ()))
     factor = None if plan.factor is None else [plan.factor[i] for i in range(plan.factor.n)]
+    if plan.to_data is not None:
+        from_u, from_eps = plan.to_data[0].steps(u), plan.to_data[1].steps(u)
     history: list[Tensor] = []  # D_i, D_{i-1}, ...
     for i, order in enumerate(plan.order):
         pred = model.at(u, i)
         require_full_score(pred, name)
-        if plan.target == "x0":
+        if plan.to_data is not None:
+            history.insert(0, from_eps[i].add(from_u[i](u), pred.eps().to(u.dtype)))
+        elif plan.target == "x0":
             history.insert(0, pred.x0().to(u.dtype))
         else:
             history.insert(0, pred.eps(None if factor is None else factor[i]).to(u.dtype))

@@ -29,6 +29,7 @@ from diffkit.samplers.factors import has_factor, noise_factor
 from diffkit.samplers.log_snr import (
     LogSNRSteps,
     MultistepPlan,
+    data_rows,
     log_snr_steps,
     phi,
     phi_noise,
@@ -79,7 +80,10 @@ def unipc_plan(
         row[0] = st.moments[0][i] + (row[0] if row[0] is not None else st.moments[0][i] * 0.0)
         rows.append(row)
     weights = stack_steps(rows, st.moments[0])
-    plan = MultistepPlan(times, st.psi_hat, weights, orders, target=target, factor=st.factor)
+    to_data = data_rows(sde, times) if predict_x0 else None
+    plan = MultistepPlan(
+        times, st.psi_hat, weights, orders, target=target, factor=st.factor, to_data=to_data
+    )
     if corrector:
         correct_rows: list[list[LinearOp | None]] = [[None]]
         for i in range(1, len(orders)):
@@ -94,6 +98,7 @@ def unipc_plan(
             orders,
             target=target,
             factor=st.factor,
+            to_data=to_data,
             correct=correct,
             correct_order=[0, *orders[:-1]],
         )
