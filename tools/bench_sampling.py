@@ -1,4 +1,4 @@
-"""Sampling throughput: diffkit's DDIM, DEIS and gDDIM against a bare loop and diffusers.
+"""Sampling throughput: diffkit's DDIM, DEIS, gDDIM, DPM-Solver++ vs a bare loop and diffusers.
 
 For each model and NFE, three implementations drive **the same network object** from the same
 initial noise:
@@ -8,10 +8,12 @@ initial noise:
   ``Parameterization`` (eps target) around the network.
 * ``bare``: a Python loop with the same number of network calls, the same conditioning tensors
   and the same multistep combination, with every coefficient precomputed as Python floats
-  (DDIM closed form; tAB-DEIS coefficients by Gauss-Legendre quadrature in rho, computed here
-  independently of diffkit). The maximum deviation between the two outputs is reported as a
-  check that both do the same work.
-* ``diffusers`` (if importable): ``DDIMScheduler`` / ``DEISMultistepScheduler`` with
+  (DDIM closed form; tAB-DEIS coefficients by Gauss-Legendre quadrature in rho; DPM-Solver++(2M)
+  on data predictions ``(x - sigma eps) / alpha``; all computed here independently of diffkit).
+  The maximum deviation between the two outputs is reported as a check that both do the same
+  work.
+* ``diffusers`` (if importable): ``DDIMScheduler`` / ``DEISMultistepScheduler`` /
+  ``DPMSolverMultistepScheduler`` with
   ``set_timesteps`` + ``step`` per call (how a diffusers pipeline runs).
 
 All three run on one schedule and one grid: DDPM's discrete linear-beta schedule (diffkit's
