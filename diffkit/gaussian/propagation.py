@@ -84,13 +84,21 @@ def propagate(
     model: ScoreModel,
     start_cov: Tensor,
     modes: Modes,
+    *,
+    times: Tensor | None = None,
 ) -> tuple[Tensor, int]:
     """Exact output covariance ``(modes, k, k)`` of ``sampler`` started at ``N(0, start_cov)``
-    (``start_cov`` ``(modes, k, k)``) with the linear score ``model``, and the NFE used."""
+    (``start_cov`` ``(modes, k, k)``) with the linear score ``model``, and the NFE used.
+
+    ``times``: run on this grid instead of the sampler's (see :meth:`Sampler.sample`); when it
+    requires grad the output covariance is differentiable w.r.t. it (deterministic samplers).
+    """
     k = modes.k
     if not sampler.stochastic:
         rows = modes.from_modes(modes.unit_rows())
-        res = sampler.sample(model, sde, (k, *modes.data_shape), u_T=rows, dtype=torch.float64)
+        res = sampler.sample(
+            model, sde, (k, *modes.data_shape), u_T=rows, dtype=torch.float64, times=times
+        )
         m = modes.to_modes(res.u).permute(1, 2, 0)  # (modes, k_out, k_in)
         return m @ start_cov @ m.mT, res.nfe
     unit = modes.unit_rows()
@@ -106,6 +114,11 @@ def propagate(
         cov[0] = mk @ cov[0] @ mk.mT + bk @ bk.mT
         u.copy_(reset)
 
+    if times is not None and times.requires_grad:
+        raise ValueError(
+            f"propagate: gradients w.r.t. the grid need a deterministic sampler; "
+            f"{type(sampler).__name__} draws noise (set its noise to zero, e.g. eta = 0)"
+        )
     sampler.noise_source = lambda u: z_state
     try:
         res = sampler.sample(
@@ -115,6 +128,7 @@ def propagate(
             u_T=reset.clone(),
             dtype=torch.float64,
             callback=on_step,
+            times=times,
         )
     finally:
         sampler.noise_source = None
