@@ -118,9 +118,14 @@ def _schedule(argv: list[str]) -> int:
     try:
         sampler.check_sde(sde)
         result = optimize_grid(
-            sampler, sde, lam, weights=weights, metric=init.metric, init=init.init,
+            sampler,
+            sde,
+            lam,
+            weights=weights,
+            metric=init.metric,
+            init=init.init,
             iterations=init.iterations,
-        )  # fmt: skip
+        )
     except ValueError as err:
         raise CommandError(f"--sampler ({type(sampler).__name__}): {err}") from err
     spec = cfg.sampler.as_dict()

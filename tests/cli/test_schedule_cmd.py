@@ -131,8 +131,22 @@ def test_training_run_records_the_grid_and_its_checkpoint_survives_a_moved_file(
     other = write_grid_file(tmp_path / "other.json", torch.tensor([1.0, 0.1, 0.01, 2e-3]).double())
     out = tmp_path / "samples"
     sample = ["sample", str(ckpt), "--sampler", "ddim", "--sampler.steps", "3"]
-    assert main([*sample, "--sampler.grid", str(other), "--num_samples", "8", "--output", str(out),
-                 "--metrics", "[]"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *sample,
+                "--sampler.grid",
+                str(other),
+                "--num_samples",
+                "8",
+                "--output",
+                str(out),
+                "--metrics",
+                "[]",
+            ]
+        )
+        == 0
+    )
     assert torch.load(out.with_suffix(".pt"), weights_only=True)["nfe"] == 3
 
 
