@@ -3,10 +3,10 @@
 Data ``N(0, diag(lambda))`` with the CIFAR-10 covariance spectrum (shipped with diffkit,
 :func:`diffkit.gaussian.cifar10_spectrum`; pixels in [-1, 1]) or the synthetic GRF32
 spectrum ``lambda_{c,i,j} = 100 / (1 + i^2 + j^2)^1.5`` (DCT-diagonal, so it also serves the
-blurring SDE) [samplers.md §12-13]. The score is the exact linear one. Every sampler used here is
-linear in the state, so it maps Gaussians to Gaussians; :func:`diffkit.gaussian.propagate` runs
-the *real sampler code* on a few deterministic rows per eigendirection and computes the output
-law exactly.
+blurring SDE) [docs/background/samplers.md#exactness]. The score is the exact linear one. Every
+sampler used here is linear in the state, so it maps Gaussians to Gaussians;
+:func:`diffkit.gaussian.propagate` runs the *real sampler code* on a few deterministic rows per
+eigendirection and computes the output law exactly.
 
 W2 to the data law is ``sqrt(sum_i (sqrt(lambda_i) - sqrt(c_i))^2)`` with ``c_i`` the output
 variance of the data part (CLD: the position marginal). The predictor-corrector sampler is not
@@ -88,7 +88,8 @@ PG_TABLE: dict[tuple[str, float], dict[int, tuple[float, float | None]]] = {
 
 
 def pg_sampler(scheme: str, n_points: int, eps: float) -> Sampler:
-    """PG's grid: N points, N - 1 uniform steps from T down to eps (samplers.md §13)."""
+    """PG's grid: N points, N - 1 uniform steps from T down to eps
+    (docs/background/samplers.md#pierret-galerne)."""
     kw = {"grid": "uniform", "t_min": eps}
     if scheme == "em":
         return EulerMaruyama(n_points - 1, lam=1.0, **kw)
