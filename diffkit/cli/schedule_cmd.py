@@ -11,6 +11,7 @@ the empirical covariance of a datamodule's training split (``--data digits``). T
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -113,6 +114,12 @@ def _schedule(argv: list[str]) -> int:
             ) from err
     else:  # scalar / CLD: equal eigenvalues behave alike, keep each once with its count
         lam, weights = compress(lam)
+        if lam.numel() < 4 * sampler.steps:
+            sys.stderr.write(
+                f"diffkit schedule: warning: the spectrum has {lam.numel()} distinct eigenvalues "
+                f"for {sampler.steps} steps; a grid fitted to so few can be exact for the "
+                "Gaussian and poor for the real data (see docs/samplers.md, optimised grids)\n"
+            )
     if not bool((lam > 0).all()) and init.metric == "kl":
         raise CommandError("--metric kl needs a spectrum without zero eigenvalues; use w2")
     try:

@@ -50,7 +50,7 @@ def test_schedule_writes_a_grid_file_that_samplers_load(tmp_path, capsys) -> Non
     assert float(w2_to_data(lam, cov, weights)) == pytest.approx(meta["value"], rel=1e-10)
 
 
-def test_schedule_from_a_datamodule_and_a_spectrum_file(tmp_path) -> None:
+def test_schedule_from_a_datamodule_and_a_spectrum_file(tmp_path, capsys) -> None:
     from diffkit.data.gmm import GaussianMixtureDataModule
 
     dm = GaussianMixtureDataModule(num_train=512, num_val=8, num_test=8, batch_size=64)
@@ -62,6 +62,7 @@ def test_schedule_from_a_datamodule_and_a_spectrum_file(tmp_path) -> None:
     data = ["--data", "gmm", "--data.num_train", "512", "--data.batch_size", "64"]
     common = ["schedule", "--sampler", "deis", "--sampler.order", "1", "--steps", "3"]
     assert main([*common, *data, "--iterations", "5", "--out", str(out)]) == 0
+    assert "2 distinct eigenvalues for 3 steps" in capsys.readouterr().err  # 2-D data
     assert json.loads(out.read_text())["spectrum"] == "data:GaussianMixtureDataModule"
     np.save(tmp_path / "lam.npy", lam.numpy())
     spec = ["--spectrum", str(tmp_path / "lam.npy"), "--metric", "kl", "--init", "karras"]
