@@ -42,8 +42,8 @@ def _perturb(net: nn.Module, g: torch.Generator) -> None:
 def check_denoiser(make: Callable[[DenoiserSpec], nn.Module], spec: DenoiserSpec) -> None:
     """Run every denoiser check on ``make(spec)`` (use tiny shapes)."""
     g = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):  # the same initial weights in any test order
-        torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # initialisation independent of the caller's global RNG state
         net = make(spec)
     name = type(net).__name__
     net.eval()
