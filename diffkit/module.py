@@ -186,17 +186,13 @@ class DiffusionModule(L.LightningModule):
     def _record_grid_times(self) -> None:
         """A sampler grid given by file keeps its times in the saved hyper-parameters (inline,
         ``sampler.init_args.grid``), so the checkpoint samples on the same grid wherever the
-        file is later; the file's path stays in the run's config.yaml and in
-        ``sampler_grid_file``."""
+        file is later; the file's path stays in the run's config.yaml."""
         times = getattr(self.sampler, "grid_times", None)
         if times is None:
             return
         for hparams in (self._hparams, getattr(self, "_hparams_initial", None)):
             spec = None if hparams is None else hparams.get("sampler")
             if isinstance(spec, dict) and isinstance(spec.get("init_args"), dict):
-                grid = spec["init_args"].get("grid")
-                if isinstance(grid, str):
-                    hparams["sampler_grid_file"] = grid
                 spec["init_args"]["grid"] = times.tolist()
 
     # ------------------------------------------------------------------ training
