@@ -20,24 +20,17 @@ from torch import Tensor
 
 from diffkit.prediction import GridScoreModel, Prediction, ScoreModel, on_grid
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.operators import LinearOp
-from diffkit.sdes.time_grids import GridKind, time_grid
+from diffkit.sdes.time_grids import GridKind, check_times, grid_times, time_grid
 
 __all__ = [
     "CountingModel",
+    "Plan",
     "SampleResult",
     "Sampler",
     "SamplerPlan",
     "require_full_score",
-    "row_apply",
-    "row_axpy",
-    "step_rows",
     "step_time",
 ]
-
-Row = float | LinearOp
-"""One step's operator in a sampling loop: a Python float for scalar operators (VP, VE),
-else a single-row :class:`~diffkit.sdes.operators.LinearOp` in the state's dtype."""
 
 
 def require_full_score(pred: Prediction, sampler: str) -> None:
@@ -49,26 +42,6 @@ def require_full_score(pred: Prediction, sampler: str) -> None:
             "with 'euler_maruyama', 'heun' or 'pc', which use only G G^T score, or train with "
             "the 'dsm' loss"
         )
-
-
-def step_rows(op: LinearOp, like: Tensor) -> list[Row]:
-    """Per-step rows of an operator table ``(N, ...)`` for a loop over ``like``-shaped states:
-    Python floats (the float64 values) when the operator is scalar, else single-row operators
-    cast once to ``like``'s dtype and device."""
-    if op.is_scalar:
-        return op.coef[:, 0, 0].tolist()
-    c = op.coef.to(device=like.device, dtype=like.dtype)
-    return [LinearOp(c[i : i + 1], op.basis) for i in range(op.n)]
-
-
-def row_apply(row: Row, x: Tensor) -> Tensor:
-    """``row x`` (one tensor operation for a scalar row)."""
-    return x * row if isinstance(row, float) else row.apply(x)
-
-
-def row_axpy(acc: Tensor, row: Row, x: Tensor) -> Tensor:
-    """``acc + row x`` (one fused tensor operation for a scalar row)."""
-    return acc.add(x, alpha=row) if isinstance(row, float) else acc + row.apply(x)
 
 
 def step_time(times: Tensor, i: int, like: Tensor) -> Tensor:
@@ -119,11 +92,18 @@ class CountingModel:
 
 
 @dataclass(frozen=True)
-class SamplerPlan:
-    """Per-(SDE, grid) precomputed coefficients: ``times`` ``(N + 1,)`` float64 and a dict of
-    float64 tensors or :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+class Plan:
+    """Per-(SDE, grid) precomputed data of a sampler: the grid ``times`` ``(N + 1,)`` float64;
+    samplers add typed fields (operator tables indexed by step)."""
 
     times: Tensor
+
+
+@dataclass(frozen=True)
+class SamplerPlan(Plan):
+    """A plan whose coefficients are a dict of float64 tensors or
+    :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+
     coefs: dict[str, Any]
 
 
@@ -132,7 +112,9 @@ class Sampler(abc.ABC):
 
     Args:
         steps: number of steps (grid intervals).
-        grid: time grid kind (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a
+            grid file (JSON with ``steps + 1`` decreasing ``times``, e.g. from ``diffkit
+            schedule``), or the times themselves. Explicit times are read and validated here.
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: the SDE's ``T``).
         denoise_final: end with a Tweedie denoising step at ``t_min`` (costs one NFE).
@@ -153,9 +135,13 @@ class Sampler(abc.ABC):
         if steps < 1:
             raise ValueError(f"{type(self).__name__}.steps must be >= 1, got {steps}")
         self.steps, self.grid, self.t_min, self.t_max = int(steps), grid, t_min, t_max
+        #: The grid's explicit times (file or list), read once; ``None`` for a named grid.
+        self.grid_times: Tensor | None = grid_times(
+            grid, self.steps, field=f"{type(self).__name__}.grid (model.sampler.grid)"
+        )
         self.denoise_final, self.progress = bool(denoise_final), bool(progress)
         # Plans keyed by (id(sde), grid settings); the weak reference detects a reused id.
-        self._plans: dict[tuple, tuple[weakref.ref, SamplerPlan]] = {}
+        self._plans: dict[tuple, tuple[weakref.ref, Plan]] = {}
         # Hook for guidance: a function ScoreModel -> ScoreModel applied before sampling.
         self.model_wrapper: Callable[[ScoreModel], ScoreModel] | None = None
         # Hook for exact (generator-free) variance propagation in tests and benchmarks: a
@@ -188,13 +174,13 @@ class Sampler(abc.ABC):
         """The one-step loop ``u <- A_i u + B_i f(pred_i) [+ C_i z_i]`` of samplers whose step is
         affine in the state and one model quantity ``f`` (eps, score, ...); ``C`` (noise) is used
         when the plan has it."""
-        A, B = step_rows(plan.coefs["A"], u), step_rows(plan.coefs["B"], u)
-        C = step_rows(plan.coefs["C"], u) if "C" in plan.coefs else None
+        A, B = plan.coefs["A"].steps(u), plan.coefs["B"].steps(u)
+        C = plan.coefs["C"].steps(u) if "C" in plan.coefs else None
         for i in range(len(A)):
             f = feature(model.at(u, i), i).to(u.dtype)
-            u = row_axpy(row_apply(A[i], u), B[i], f)
+            u = B[i].add(A[i](u), f)
             if C is not None:
-                u = row_axpy(u, C[i], self.noise(u, generator))
+                u = C[i].add(u, self.noise(u, generator))
             on_step(i, u)
         return u
 
@@ -202,19 +188,28 @@ class Sampler(abc.ABC):
     def check_sde(self, sde: LinearSDE) -> None:
         """Raise ``ValueError`` when this sampler is undefined for ``sde`` (with what to use)."""
 
-    def times(self, sde: LinearSDE) -> Tensor:
-        return time_grid(sde, self.steps, self.grid, t_min=self.t_min, t_max=self.t_max)
+    def grid_spec(self) -> GridKind | Tensor:
+        """The grid name, or the explicit times (float64 ``(steps + 1,)``)."""
+        return self.grid if self.grid_times is None else self.grid_times
 
-    def plan(self, sde: LinearSDE) -> SamplerPlan:
+    def times(self, sde: LinearSDE) -> Tensor:
+        """The time grid ``(steps + 1,)`` float64 on ``sde`` (decreasing)."""
+        return time_grid(sde, self.steps, self.grid_spec(), t_min=self.t_min, t_max=self.t_max)
+
+    def plan(self, sde: LinearSDE) -> Plan:
         """The cached plan for ``sde`` (float64; keyed by the SDE object and the grid)."""
-        key = (id(sde), self.steps, self.grid, self.t_min, self.t_max)
+        grid = self.grid if self.grid_times is None else tuple(self.grid_times.tolist())
+        key = (id(sde), self.steps, grid, self.t_min, self.t_max)
         hit = self._plans.get(key)
         if hit is None or hit[0]() is not sde:
             self.check_sde(sde)
             times = self.times(sde)
-            plan = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
-            self._plans[key] = (weakref.ref(sde), plan)
+            self._plans[key] = (weakref.ref(sde), self.build_plan(sde, times))
         return self._plans[key][1]
+
+    def build_plan(self, sde: LinearSDE, times: Tensor) -> Plan:
+        """The plan for ``times`` (default: :meth:`build_coefs` in a :class:`SamplerPlan`)."""
+        return SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
         """Precompute per-step coefficients (float64) for ``times``."""
@@ -226,7 +221,7 @@ class Sampler(abc.ABC):
         model: CountingModel,
         sde: LinearSDE,
         u: Tensor,
-        plan: SamplerPlan,
+        plan: Plan,
         *,
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
@@ -239,7 +234,6 @@ class Sampler(abc.ABC):
         return self.steps + int(self.denoise_final)
 
     # ------------------------------------------------------------------ driver
-    @torch.no_grad()
     def sample(
         self,
         model: ScoreModel,
@@ -252,8 +246,9 @@ class Sampler(abc.ABC):
         dtype: torch.dtype = torch.float32,
         record_trajectory: bool = False,
         callback: Callable[[int, Tensor], None] | None = None,
+        times: Tensor | None = None,
     ) -> SampleResult:
-        """Draw samples.
+        """Draw samples (without gradients, except through ``times``).
 
         Args:
             model: score model ``(u_t, t) -> Prediction``.
@@ -261,9 +256,36 @@ class Sampler(abc.ABC):
             generator: source of the prior draw and of every noise increment.
             u_T: initial states ``(B, *state_shape)`` (default: drawn from the SDE's prior).
             callback: called as ``callback(step_index, u)`` after each step.
+            times: sample on these times (float64 ``(steps + 1,)``, decreasing) instead of the
+                configured grid, with an uncached plan. When they require grad, the plan and the
+                loop are differentiable w.r.t. them (exact grid optimisation on Gaussian data).
         """
+        grad = times is not None and times.requires_grad and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad):
+            return self._sample(
+                model, sde, shape, generator, u_T, device, dtype, record_trajectory, callback, times
+            )
+
+    def _sample(
+        self,
+        model: ScoreModel,
+        sde: LinearSDE,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        u_T: Tensor | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype,
+        record_trajectory: bool,
+        callback: Callable[[int, Tensor], None] | None,
+        times: Tensor | None,
+    ) -> SampleResult:
         t0 = time.perf_counter()
-        plan = self.plan(sde)
+        if times is None:
+            plan = self.plan(sde)
+        else:
+            self.check_sde(sde)
+            check_times(times.detach(), self.steps, field="times", T=sde.T)
+            plan = self.build_plan(sde, times)
         if u_T is None:
             state = (shape[0], *sde.state_shape(tuple(shape[1:])))
             u = sde.prior_sample(state, generator=generator, device=device, dtype=dtype)

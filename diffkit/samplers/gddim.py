@@ -110,13 +110,15 @@ class GDDIM(Sampler):
 
     Args:
         steps: number of steps.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         lam: stochasticity (0: deterministic; 1: the DDPM posterior on scalar SDEs).
         order: extrapolation degree r of the deterministic multistep predictor (r + 1 eps
             values; 0 = the one-step rule). Must be 0 when ``lam > 0``.
-        variant: interpolation variable of the multistep predictor (``tab`` | ``rhoab``).
+        variant: interpolation variable of the multistep predictor (``tab`` | ``rhoab`` |
+            ``logrho``).
         quadrature_nodes: Gauss-Legendre nodes per step for the multistep coefficients.
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.
