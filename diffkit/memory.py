@@ -118,9 +118,13 @@ def sampler_plan_bytes(sampler: Any, sde: Any, probe_steps: int = 16) -> int | N
     probe = copy.copy(sampler)  # its own plan cache, few steps
     probe.__dict__ = {**sampler.__dict__, "_plans": {}, "steps": min(steps, probe_steps)}
     plan = probe.plan(sde)
-    tables = [plan.times, *plan.coefs.values()]
+    fields = list(vars(plan).values()) if hasattr(plan, "__dict__") else [plan]
+    tables = [v for v in fields if not isinstance(v, dict)]
+    for v in fields:  # a plan may keep its tables in a dict (``coefs``)
+        if isinstance(v, dict):
+            tables += list(v.values())
     per_step = tensor_bytes(tables) * _BUILD_FACTOR / probe.steps
-    for value in plan.coefs.values():
+    for value in tables:
         if hasattr(value, "is_scalar"):
             per_step += _ROW_BYTES_SCALAR if value.is_scalar else _ROW_BYTES_OPERATOR
     return math.ceil(per_step * steps)
