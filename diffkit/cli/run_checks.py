@@ -37,9 +37,27 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _check_sampler_steps(config: Any) -> None:
+    """A sampler's ``steps`` whose float64 time grid alone would not fit, refused before the
+    sampler is built (building it allocates the grid)."""
+    from diffkit.cli.input_checks import _walk
+    from diffkit.memory import available_memory, format_bytes
+
+    have = available_memory()
+    for key, value in _walk(config, ""):
+        if key.endswith("sampler.init_args.steps") and isinstance(value, int) and have:
+            need = 8 * 6 * value  # float64 times and temporaries of building them
+            if need > have / 2:
+                raise UserError(
+                    f"{key}={value}: building its time grid needs about {format_bytes(need)}, "
+                    f"and {format_bytes(have)} of memory is available; use fewer steps"
+                )
+
+
 def check_config(config: Any) -> None:
     """Checks of the parsed config of one subcommand, before any part is built."""
     check_finite(config)
+    _check_sampler_steps(config)
     threads = _get(config, "num_threads")
     if threads is not None and threads < 1:
         raise UserError(f"num_threads must be >= 1 or null, got {threads}")

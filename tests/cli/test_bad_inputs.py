@@ -201,7 +201,6 @@ CASES = [
         [*FIT, "--model.sampler.init_args.steps=10000000000"],
         "model.sampler",
         "steps=10000000000",
-        "TB",
         "fewer steps",
     ),
     case(
