@@ -1,17 +1,12 @@
 """Exact-W2 benchmark of the samplers on Gaussian data (no Monte Carlo).
 
-Data ``N(0, diag(lambda))`` with the CIFAR-10 covariance spectrum
-(``/work/shared/data/cifar10_cov_eigenvalues.npy``, pixels in [-1, 1]) or the synthetic GRF32
+Data ``N(0, diag(lambda))`` with the CIFAR-10 covariance spectrum (shipped with diffkit,
+:func:`diffkit.gaussian.cifar10_spectrum`; pixels in [-1, 1]) or the synthetic GRF32
 spectrum ``lambda_{c,i,j} = 100 / (1 + i^2 + j^2)^1.5`` (DCT-diagonal, so it also serves the
 blurring SDE) [samplers.md §12-13]. The score is the exact linear one. Every sampler used here is
-linear in the state, so it maps Gaussians to Gaussians; the *real sampler code* is run on a few
-deterministic rows per eigendirection and the output law is computed exactly:
-
-* deterministic samplers (incl. multistep ones): one run with the identity rows gives the total
-  linear map ``M`` per eigendirection, and ``C_out = M C_start M^T``;
-* single-step stochastic samplers (EM, DDIM eta > 0, stochastic gDDIM, Heun with churn): a
-  noise source returns unit noise on dedicated rows, and a step callback reads each step's
-  ``u' = M_k u + B_k z`` and resets the rows, so ``C <- M_k C M_k^T + B_k B_k^T`` exactly.
+linear in the state, so it maps Gaussians to Gaussians; :func:`diffkit.gaussian.propagate` runs
+the *real sampler code* on a few deterministic rows per eigendirection and computes the output
+law exactly.
 
 W2 to the data law is ``sqrt(sum_i (sqrt(lambda_i) - sqrt(c_i))^2)`` with ``c_i`` the output
 variance of the data part (CLD: the position marginal). The predictor-corrector sampler is not
@@ -50,7 +45,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.prediction import Prediction
+from diffkit.gaussian import (
+    GaussianScore,
+    Modes,
+    cifar10_spectrum,
+    data_cov,
+    grf32_spectrum,
+    mode_cov,
+    propagate,
+    w2_to_data,
+)
+from diffkit.gaussian.spectra import compress
 from diffkit.samplers.base import Sampler
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
@@ -60,133 +65,6 @@ from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.exact import point_kernel
-from diffkit.sdes.operators import LinearOp
-
-CIFAR_SPECTRUM = Path("/work/shared/data/cifar10_cov_eigenvalues.npy")
-
-
-# ----------------------------------------------------------------------------- data
-def cifar_spectrum() -> Tensor:
-    return torch.from_numpy(np.load(CIFAR_SPECTRUM).astype(np.float64))
-
-
-def grf32_spectrum() -> Tensor:
-    """``(3, 32, 32)``: ``100 / (1 + i^2 + j^2)^1.5`` per channel (samplers.md §12)."""
-    i = torch.arange(32, dtype=torch.float64)
-    lam = 100.0 / (1 + i[:, None] ** 2 + i[None, :] ** 2) ** 1.5
-    return lam.expand(3, 32, 32).clone()
-
-
-class LinearGaussianScore:
-    """Exact score ``-C_t^{-1} u`` of ``N(0, cov)`` (state covariance, one row)."""
-
-    def __init__(self, sde: LinearSDE, cov: LinearOp) -> None:
-        self.sde, self.cov = sde, cov
-
-    def __call__(self, u: Tensor, t: Tensor) -> Prediction:
-        k = point_kernel(self.sde, t)
-        c_t = k.mean_op @ self.cov @ k.mean_op.T + k.cov
-        return Prediction(u, t, -c_t.solve(u), self.sde.kernel(t), "score")
-
-
-def data_cov(sde: LinearSDE, lam: Tensor) -> LinearOp:
-    """State covariance of ``N(0, diag lam)`` in the SDE's basis (CLD: ``diag(lam, gamma M)``)."""
-    basis = sde.transition(torch.ones(1), torch.zeros(1)).basis
-    if sde.block == 2:
-        z = torch.zeros_like(lam)
-        c = torch.stack(
-            [torch.stack([lam, z], -1), torch.stack([z, z + sde.velocity_variance], -1)], -2
-        )
-        return LinearOp(c[None], basis)
-    return LinearOp.diagonal(lam[None], basis=basis)
-
-
-# ----------------------------------------------------------------------------- exact propagation
-class Modes:
-    """Per-eigendirection view of states ``(B, *state)`` as ``(B, modes, k)``."""
-
-    def __init__(self, sde: LinearSDE, data_shape: tuple[int, ...]) -> None:
-        self.sde, self.data_shape, self.k = sde, data_shape, sde.block
-        self.basis = sde.transition(torch.ones(1), torch.zeros(1)).basis
-        self.n = math.prod(data_shape)
-
-    def to_modes(self, u: Tensor) -> Tensor:
-        if self.basis is not None:
-            u = self.basis.forward(u)
-        if self.k == 1:
-            return u.reshape(u.shape[0], self.n, 1)
-        return u.reshape(u.shape[0], 2, self.n).transpose(1, 2)
-
-    def from_modes(self, m: Tensor) -> Tensor:
-        b = m.shape[0]
-        u = m.reshape(b, self.n) if self.k == 1 else m.transpose(1, 2).reshape(b, 2, self.n)
-        u = u.reshape(b, *self.sde.state_shape(self.data_shape))
-        if self.basis is not None:
-            u = self.basis.inverse(u)
-        return u
-
-    def unit_rows(self) -> Tensor:
-        """``(k, modes, k)``: row j is the unit vector e_j in every eigendirection."""
-        eye = torch.eye(self.k, dtype=torch.float64)
-        return eye[:, None, :].expand(self.k, self.n, self.k).clone()
-
-
-def _mode_cov(op: LinearOp, modes: Modes) -> Tensor:
-    """A one-row operator's blocks per eigendirection, ``(modes, k, k)``."""
-    c = op.coef[0]
-    k = modes.k
-    full = c.expand(*modes.data_shape, k, k)
-    return full.reshape(modes.n, k, k).to(torch.float64)
-
-
-def propagate(
-    sampler: Sampler, sde: LinearSDE, model, start_cov: Tensor, modes: Modes
-) -> tuple[Tensor, int]:
-    """Exact output covariance ``(modes, k, k)`` of ``sampler`` started at ``N(0, start_cov)``."""
-    k = modes.k
-    shape = (0, *modes.data_shape)
-    if not sampler.stochastic:
-        rows = modes.from_modes(modes.unit_rows())
-        res = sampler.sample(model, sde, (k, *shape[1:]), u_T=rows, dtype=torch.float64)
-        m = modes.to_modes(res.u).permute(1, 2, 0)  # (modes, k_out, k_in)
-        return m @ start_cov @ m.mT, res.nfe
-    unit = modes.unit_rows()
-    init = torch.cat([unit, torch.zeros_like(unit)])  # k deterministic rows, k noise rows
-    noise_rows = torch.cat([torch.zeros_like(unit), unit])
-    z_state = modes.from_modes(noise_rows)
-    reset = modes.from_modes(init)
-    cov = [start_cov]
-
-    def on_step(i: int, u: Tensor) -> None:
-        m = modes.to_modes(u)
-        mk = m[:k].permute(1, 2, 0)  # (modes, k, k): columns = images of e_j
-        bk = m[k:].permute(1, 2, 0)
-        cov[0] = mk @ cov[0] @ mk.mT + bk @ bk.mT
-        u.copy_(reset)
-
-    sampler.noise_source = lambda u: z_state
-    try:
-        res = sampler.sample(
-            model,
-            sde,
-            (2 * k, *shape[1:]),
-            u_T=reset.clone(),
-            dtype=torch.float64,
-            callback=on_step,
-        )
-    finally:
-        sampler.noise_source = None
-    return cov[0], res.nfe
-
-
-def w2_to_data(lam: Tensor, cov: Tensor, weights: Tensor | None = None) -> float:
-    """Exact W2 between ``N(0, diag lam)`` and the data part of ``N(0, cov)`` (commuting)."""
-    var = cov[:, 0, 0].clamp_min(0)
-    sq = (lam.reshape(-1).sqrt() - var.sqrt()) ** 2
-    if weights is not None:
-        sq = sq * weights.reshape(-1)
-    return float(sq.sum().sqrt())
-
 
 # ----------------------------------------------------------------------------- Pierret-Galerne
 #: [PG, 2405.14250 v2, Table 2]: (scheme, eps) -> {N: (from N(0, I), from p_T or None)}.
@@ -228,10 +106,10 @@ def reproduce_pg(lam: Tensor) -> list[dict]:
     sde = VPSDE(beta_min=0.1, beta_max=20.0)
     modes = Modes(sde, (lam.numel(),))
     cov = data_cov(sde, lam.reshape(-1))
-    model = LinearGaussianScore(sde, cov)
-    c_T = _mode_cov(point_kernel(sde, torch.ones(1)).cov, modes) + sde.alpha(
-        1.0
-    ) ** 2 * lam.reshape(-1, 1, 1)
+    model = GaussianScore(sde, cov)
+    c_T = mode_cov(point_kernel(sde, torch.ones(1)).cov, modes) + sde.alpha(1.0) ** 2 * lam.reshape(
+        -1, 1, 1
+    )
     starts = {"N(0,I)": torch.ones(modes.n, 1, 1, dtype=torch.float64), "p_T": c_T}
     rows = []
     for (scheme, eps), cells in PG_TABLE.items():
@@ -239,7 +117,7 @@ def reproduce_pg(lam: Tensor) -> list[dict]:
             for j, (start, c0) in enumerate(starts.items()):
                 ref = published[j] if j == 0 else (published[1] or published[0])
                 out, nfe = propagate(pg_sampler(scheme, n_points, eps), sde, model, c0, modes)
-                w2 = w2_to_data(lam, out)
+                w2 = float(w2_to_data(lam, out))
                 rows.append(
                     {
                         "scheme": scheme,
@@ -330,11 +208,11 @@ def spectra(sde_name: str) -> dict[str, tuple[Tensor, Tensor]]:
     grf = grf32_spectrum()
     if sde_name == "blur":
         return {"grf32": (grf[:1], torch.full((1, 32, 32), 3.0, dtype=torch.float64))}
-    cifar = cifar_spectrum()
-    uniq, counts = torch.unique(grf.reshape(-1), return_counts=True)
+    cifar = cifar10_spectrum()
+    uniq, counts = compress(grf)
     return {
         "cifar10": (cifar, torch.ones_like(cifar)),
-        "grf32": (uniq, counts.to(torch.float64)),
+        "grf32": (uniq, counts),
     }
 
 
@@ -344,8 +222,8 @@ def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bo
     sde = make_sdes()[sde_name]()
     lam, weights = spectra(sde_name)[data_name]
     modes = Modes(sde, tuple(lam.shape))
-    model = LinearGaussianScore(sde, data_cov(sde, lam))
-    start = _mode_cov(sde.prior_cov(), modes)
+    model = GaussianScore(sde, data_cov(sde, lam))
+    start = mode_cov(sde.prior_cov(), modes)
     rows = []
     for name, spec in SAMPLERS.items():
         if sde.block == 1 and name in SCALAR_DUPLICATES:
@@ -358,7 +236,7 @@ def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bo
             t0 = time.perf_counter()
             try:
                 out, used = propagate(sampler, sde, model, start, modes)
-                w2 = w2_to_data(lam, out, weights)
+                w2 = float(w2_to_data(lam, out, weights))
             except (ValueError, RuntimeError) as err:  # report, keep going
                 used, w2 = -1, float("nan")
                 print(f"  {sde_name}/{name}/{grid}/{nfe}: {err}", flush=True)
@@ -722,7 +600,7 @@ def plan_diffusers_sweep(
 def run_diffusers_chunk(runs: list[tuple], lam: Tensor | None = None) -> list[dict]:
     """Rows of a list of ``(class, config, eta, nfe, equivalent configurations)`` runs."""
     torch.set_num_threads(1)
-    lam = cifar_spectrum() if lam is None else lam
+    lam = cifar10_spectrum() if lam is None else lam
     rows = []
     for cls_name, config, eta, nfe, same in runs:
         t0 = time.perf_counter()
@@ -789,10 +667,10 @@ def run_ddpm_diffkit_job(grid: str, t_min: float, denoise: bool, nfes: list[int]
     from diffkit.sdes.vp import VPSDE
 
     torch.set_num_threads(1)
-    lam = cifar_spectrum()
+    lam = cifar10_spectrum()
     sde = VPSDE(beta_min=0.1, beta_max=20.0, schedule="ddpm", t_min=t_min)
     modes = Modes(sde, (lam.numel(),))
-    model = LinearGaussianScore(sde, data_cov(sde, lam))
+    model = GaussianScore(sde, data_cov(sde, lam))
     start = torch.ones(modes.n, 1, 1, dtype=torch.float64)
     rows = []
     for name, spec in SAMPLERS.items():
@@ -1103,7 +981,7 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(run_job, *job) for job in jobs[:2]]
         run_pg = not (args.skip_pg or args.quick or args.only_diffusers)
-        pg_future = pool.submit(reproduce_pg, cifar_spectrum()) if run_pg else None
+        pg_future = pool.submit(reproduce_pg, cifar10_spectrum()) if run_pg else None
         ddpm_futures: list = []
         if not args.skip_diffusers:
             ddpm_futures, counts = submit_ddpm(pool, args.quick)

@@ -57,7 +57,8 @@ def lagrange_basis(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
         for k in range(r1):
             if k == j:
                 continue
-            use = (k < count)[:, None]
+            # unused rows and columns divide by 1, not by a repeated node: no 0/0 in gradients
+            use = ((k < count) & (j < count))[:, None]
             den = (nodes[:, j] - nodes[:, k])[:, None]
             den = torch.where(use, den, torch.ones_like(den))
             term = (x - nodes[:, k : k + 1]) / den
@@ -75,13 +76,13 @@ def lagrange_derivative(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
         for m in range(r1):
             if m == j:
                 continue
-            use_m = (m < count)[:, None]
+            use_m = ((m < count) & (j < count))[:, None]
             den_m = (nodes[:, j] - nodes[:, m])[:, None]
             term = 1.0 / torch.where(use_m, den_m, torch.ones_like(den_m))
             for k in range(r1):
                 if k in (j, m):
                     continue
-                use = (k < count)[:, None]
+                use = ((k < count) & (j < count))[:, None]
                 den = (nodes[:, j] - nodes[:, k])[:, None]
                 den = torch.where(use, den, torch.ones_like(den))
                 f = (x - nodes[:, k : k + 1]) / den

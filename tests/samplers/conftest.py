@@ -1,8 +1,5 @@
-"""Closed-form Gaussian score models for sampler tests (float64, any linear SDE).
-
-Data ``N(0, C)`` with ``C`` a one-row :class:`LinearOp` in the SDE's basis has marginals
-``N(0, C_t)``, ``C_t = A_t C A_t^T + Sigma_t`` and score ``-C_t^{-1} u`` (sdes.md §8).
-"""
+"""Fixtures of the sampler tests: the exact Gaussian score model (:class:`diffkit.gaussian.
+GaussianScore`) and an exact noise-row variance of stochastic loops (float64, any linear SDE)."""
 
 from __future__ import annotations
 
@@ -10,36 +7,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from diffkit.prediction import Prediction
+from diffkit.gaussian import GaussianScore
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.exact import point_kernel
-from diffkit.sdes.operators import LinearOp
-
-
-class GaussianScore:
-    """Exact score model of Gaussian data ``N(mean, cov)`` in state space.
-
-    Marginals use the kernel from a point mass in the full state (``point_kernel``), so for CLD
-    ``cov`` includes the initial velocity variance. The returned Prediction carries the SDE's
-    training kernel (what eps is defined against).
-    """
-
-    def __init__(self, sde: LinearSDE, cov: LinearOp, mean: Tensor | None = None) -> None:
-        self.sde, self.cov, self.mean = sde, cov, mean
-
-    def marginal_cov(self, t: Tensor) -> LinearOp:
-        k = point_kernel(self.sde, t)
-        return k.mean_op @ self.cov @ k.mean_op.T + k.cov
-
-    def marginal_mean(self, t: Tensor) -> Tensor | None:
-        if self.mean is None:
-            return None
-        return point_kernel(self.sde, t).mean_op.apply(self.mean)
-
-    def __call__(self, u: Tensor, t: Tensor) -> Prediction:
-        m = self.marginal_mean(t)
-        score = -self.marginal_cov(t).solve(u if m is None else u - m.to(u.dtype))
-        return Prediction(u, t, score, self.sde.kernel(t), "score")
 
 
 @pytest.fixture

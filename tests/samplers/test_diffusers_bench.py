@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffkit.gaussian import GaussianScore, Modes, cifar10_spectrum, data_cov, propagate, w2_to_data
 from diffkit.samplers.ddim import DDIM
 from diffkit.sdes.vp import VPSDE
 
@@ -23,8 +24,6 @@ _PATH = Path(__file__).resolve().parents[2] / "tools" / "bench_samplers.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    if not _PATH.exists() or not Path("/work/shared/data/cifar10_cov_eigenvalues.npy").exists():
-        pytest.skip("tools/bench_samplers.py or the CIFAR-10 spectrum is not available")
     spec = importlib.util.spec_from_file_location("bench_samplers", _PATH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -112,17 +111,17 @@ def test_noop_options_are_noops(bench) -> None:
 
 
 def test_diffusers_ddim_w2_equals_diffkit_ddim_on_ddpm_schedule(bench) -> None:
-    lam = bench.cifar_spectrum()
+    lam = cifar10_spectrum()
     sched = bench.make_scheduler("DDIMScheduler", {"timestep_spacing": "trailing"}, 10)
     var, calls = bench.scheduler_variance(sched, lam)
-    theirs = float(bench.w2_to_data(lam, var.reshape(-1, 1, 1)))
+    theirs = float(w2_to_data(lam, var.reshape(-1, 1, 1)))
     assert calls == 10
     sde = VPSDE(schedule="ddpm", t_min=0.0)
-    modes = bench.Modes(sde, (lam.numel(),))
-    model = bench.LinearGaussianScore(sde, bench.data_cov(sde, lam))
+    modes = Modes(sde, (lam.numel(),))
+    model = GaussianScore(sde, data_cov(sde, lam))
     start = torch.ones(modes.n, 1, 1, dtype=torch.float64)
-    cov, nfe = bench.propagate(DDIM(10, grid="uniform"), sde, model, start, modes)
-    ours = float(bench.w2_to_data(lam, cov))
+    cov, nfe = propagate(DDIM(10, grid="uniform"), sde, model, start, modes)
+    ours = float(w2_to_data(lam, cov))
     assert nfe == 10
     # diffkit interpolates log alpha-bar between DDPM indices; diffusers' grid is the same
     # 10 integer indices, so both are the same DDIM up to the float64 tables
@@ -134,7 +133,7 @@ def test_eps_model_is_exact_at_integer_timesteps(bench) -> None:
     lam = torch.tensor([0.01, 0.5, 3.0], dtype=torch.float64)
     eps_model = bench.DiffusersEpsModel(lam)
     sde = VPSDE(schedule="ddpm")
-    score = bench.LinearGaussianScore(sde, bench.data_cov(sde, lam))
+    score = GaussianScore(sde, data_cov(sde, lam))
     x = torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64)
     for i in (0, 137, 999):
         ref = score(x, torch.tensor([(i + 1) / 1000], dtype=torch.float64)).eps()
