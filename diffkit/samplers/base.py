@@ -25,6 +25,7 @@ from diffkit.sdes.time_grids import GridKind, check_times, grid_times, time_grid
 
 __all__ = [
     "CountingModel",
+    "Plan",
     "SampleResult",
     "Sampler",
     "SamplerPlan",
@@ -128,11 +129,18 @@ class CountingModel:
 
 
 @dataclass(frozen=True)
-class SamplerPlan:
-    """Per-(SDE, grid) precomputed coefficients: ``times`` ``(N + 1,)`` float64 and a dict of
-    float64 tensors or :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+class Plan:
+    """Per-(SDE, grid) precomputed data of a sampler: the grid ``times`` ``(N + 1,)`` float64;
+    samplers add typed fields (operator tables indexed by step)."""
 
     times: Tensor
+
+
+@dataclass(frozen=True)
+class SamplerPlan(Plan):
+    """A plan whose coefficients are a dict of float64 tensors or
+    :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+
     coefs: dict[str, Any]
 
 
@@ -170,7 +178,7 @@ class Sampler(abc.ABC):
         )
         self.denoise_final, self.progress = bool(denoise_final), bool(progress)
         # Plans keyed by (id(sde), grid settings); the weak reference detects a reused id.
-        self._plans: dict[tuple, tuple[weakref.ref, SamplerPlan]] = {}
+        self._plans: dict[tuple, tuple[weakref.ref, Plan]] = {}
         # Hook for guidance: a function ScoreModel -> ScoreModel applied before sampling.
         self.model_wrapper: Callable[[ScoreModel], ScoreModel] | None = None
         # Hook for exact (generator-free) variance propagation in tests and benchmarks: a
@@ -225,7 +233,7 @@ class Sampler(abc.ABC):
         """The time grid ``(steps + 1,)`` float64 on ``sde`` (decreasing)."""
         return time_grid(sde, self.steps, self.grid_spec(), t_min=self.t_min, t_max=self.t_max)
 
-    def plan(self, sde: LinearSDE) -> SamplerPlan:
+    def plan(self, sde: LinearSDE) -> Plan:
         """The cached plan for ``sde`` (float64; keyed by the SDE object and the grid)."""
         grid = self.grid if self.grid_times is None else tuple(self.grid_times.tolist())
         key = (id(sde), self.steps, grid, self.t_min, self.t_max)
@@ -233,9 +241,12 @@ class Sampler(abc.ABC):
         if hit is None or hit[0]() is not sde:
             self.check_sde(sde)
             times = self.times(sde)
-            plan = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
-            self._plans[key] = (weakref.ref(sde), plan)
+            self._plans[key] = (weakref.ref(sde), self.build_plan(sde, times))
         return self._plans[key][1]
+
+    def build_plan(self, sde: LinearSDE, times: Tensor) -> Plan:
+        """The plan for ``times`` (default: :meth:`build_coefs` in a :class:`SamplerPlan`)."""
+        return SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
         """Precompute per-step coefficients (float64) for ``times``."""
@@ -247,7 +258,7 @@ class Sampler(abc.ABC):
         model: CountingModel,
         sde: LinearSDE,
         u: Tensor,
-        plan: SamplerPlan,
+        plan: Plan,
         *,
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],

@@ -17,11 +17,13 @@ from diffkit.denoisers.parameterization import Parameterization
 from diffkit.samplers.base import CountingModel, row_apply, row_axpy, step_rows
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
+from diffkit.samplers.dpm_solver import DPMSolver
 from diffkit.samplers.euler_maruyama import EulerMaruyama
 from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.samplers.pc import PredictorCorrector
+from diffkit.samplers.unipc import UniPC
 from diffkit.sdes.blur import BlurSDE
 from diffkit.sdes.cld import CLDSDE
 from diffkit.sdes.operators import LinearOp
@@ -58,6 +60,8 @@ SAMPLERS = {
     "pc": lambda: PredictorCorrector(steps=6),
     "pc_ddim": lambda: PredictorCorrector(steps=6, predictor="ddim", corrector_first=False),
     "ei": lambda: ExponentialIntegrator(steps=8),
+    "dpm_solver": lambda: DPMSolver(steps=8, order=3),
+    "unipc": lambda: UniPC(steps=8, order=3, solver_type="bh1"),
 }
 
 

@@ -1,0 +1,258 @@
+"""The data-prediction exponential integrator in the log-SNR variable, on every linear SDE.
+
+With ``D(tau) = E[u_0 | u_tau]`` the PF-ODE reads ``du = (F + 1/2 G G^T Sigma^{-1}) u dt
+- 1/2 G G^T Sigma^{-1} A D dt`` (``A = Psi(t, 0)``), so one step ``t -> s < t`` is exactly
+[DPM-Solver++, 2211.01095 eq. 9; gDDIM, 2206.05564]::
+
+    u_s = Psihat(s, t) u_t + int_s^t W(s, tau) D(tau) dtau,
+    Psihat(s, t) = R_s R_t^{-1},   W(s, tau) = Psihat(s, tau) 1/2 G G^T Sigma_tau^{-1} A_tau,
+
+with ``R`` gDDIM's factor (``R R^T = Sigma``). Multistep solvers replace ``D`` by a polynomial
+in ``lambda`` (half the log-SNR) through earlier outputs; they need only the moments
+``M_k = int W(s, tau) ((lambda_tau - lambda_t) / h)^k dtau``, ``h = lambda_s - lambda_t > 0``.
+
+* 1x1 blocks (VP, VE, sub-VP; blurring per DCT mode): ``lambda = log(a_t / sigma_t)`` per mode
+  and ``M_k = a_s q_k(h)`` in closed form (:func:`phi`), ``Psihat = sigma_s / sigma_t``;
+  ``M_0 = A_s - Psihat A_t`` is DDIM's step. Coefficients are diagonal operators.
+* 2x2 blocks (CLD): ``lambda = -log rho`` with ``rho`` the position noise-to-signal ratio
+  (:meth:`~diffkit.sdes.cld.CLDSDE.noise_level`, which reduces to ``sigma / alpha`` on scalar
+  kernels); ``M_0 = A_s - Psihat A_t`` exactly (so order 1 is gDDIM's step) and ``M_k``, k >= 1,
+  by Gauss-Legendre quadrature in ``log tau``.
+
+The SDE variant (reverse SDE, ``lam = 1``) has the same form with ``Psihat = e^{-h}
+sigma_s / sigma_t``, moments ``a_s q_k(2h)`` and noise ``sigma_s sqrt(1 - e^{-2h})`` (1x1 blocks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffkit.samplers.base import (
+    CountingModel,
+    Plan,
+    require_full_score,
+    row_apply,
+    row_axpy,
+    step_rows,
+)
+from diffkit.samplers.factors import noise_factor
+from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.operators import Basis, LinearOp
+
+__all__ = [
+    "LogSNRSteps",
+    "MultistepPlan",
+    "half_log_snr",
+    "log_snr_steps",
+    "phi",
+    "run_multistep",
+    "stack_steps",
+    "weighted",
+]
+
+
+def phi(h: Tensor, k: int) -> Tensor:
+    """``q_k(h) = int_0^h e^{x - h} (x / h)^k dx`` elementwise, stable for small ``h`` and
+    ``h = inf`` (``q_k(inf) = 1``). ``q_0 = 1 - e^{-h}``, ``q_k = 1 - k q_{k-1} / h``."""
+    small = h < 1.0
+    hs = torch.where(small, h, torch.zeros_like(h))
+    series = torch.zeros_like(h)
+    term = torch.full_like(h, 1.0 / math.factorial(k + 1))  # (-h)^n k! / (n + k + 1)!
+    for n in range(30):
+        series = series + term
+        term = term * (-hs) / (n + k + 2)
+    series = series * math.factorial(k) * hs
+    hl = torch.where(small, torch.ones_like(h), h)
+    q = -torch.expm1(-hl)
+    for j in range(1, k + 1):
+        q = 1.0 - j * q / hl
+    return torch.where(small, series, q)
+
+
+def half_log_snr(sde: LinearSDE, t: Tensor) -> Tensor:
+    """``lambda_t`` as coefficients ``(N, *M, 1, 1)``: ``log(a_t / sigma_t)`` per mode for 1x1
+    blocks (``+inf`` where ``sigma_t = 0``), ``-log rho(t)`` for 2x2 blocks."""
+    if sde.block == 1:
+        k = sde.kernel(t)
+        return (k.mean_op @ k.scale.inv()).coef.abs().log()  # sigma = -0.0 gives +inf
+    return -sde.noise_level(t).log().reshape(-1, 1, 1)
+
+
+def weighted(op: LinearOp, w: Tensor, basis: Basis | None = None) -> LinearOp:
+    """``op`` times per-row, per-mode scalars ``w`` ``(N, *M, 1, 1)`` (modes of ``basis``,
+    default ``op``'s)."""
+    c = op.coef
+    if w.dim() > c.dim():
+        c = c.reshape(c.shape[:1] + (1,) * (w.dim() - c.dim()) + c.shape[1:])
+    elif w.dim() < c.dim():
+        w = w.reshape(w.shape[:1] + (1,) * (c.dim() - w.dim()) + w.shape[1:])
+    return LinearOp(c * w, op.basis if basis is None else basis)
+
+
+@dataclass(frozen=True)
+class LogSNRSteps:
+    """Per-step quantities on a decreasing grid ``times`` ``(N + 1,)`` (float64).
+
+    Attributes:
+        lam: ``lambda`` at the grid times, ``(N + 1, *M, 1, 1)``.
+        psi_hat: ``Psihat(s, t)`` per step (N rows).
+        moments: ``[M_0, ..., M_K]`` per step (N rows each).
+        noise: the SDE variant's noise factor per step, else ``None``.
+    """
+
+    lam: Tensor
+    psi_hat: LinearOp
+    moments: list[LinearOp]
+    noise: LinearOp | None = None
+
+    @property
+    def h(self) -> Tensor:
+        """``lambda_s - lambda_t`` per step, ``(N, *M, 1, 1)``."""
+        return self.lam[1:] - self.lam[:-1]
+
+    def ratio(self, i: Tensor, k: int) -> Tensor:
+        """``(lambda_{i-k} - lambda_i) / h_i`` per step index ``i`` (``(N,)``; steps with
+        ``i < k`` read stand-in values ``lambda_0 - j``, finite and unused)."""
+        lam = self.lam
+        pad = torch.stack([lam[0] - j for j in range(3, 0, -1)])
+        padded = torch.cat([pad, lam])
+        return (padded[i + 3 - k] - padded[i + 3]) / self.h[i]
+
+
+def log_snr_steps(
+    sde: LinearSDE,
+    times: Tensor,
+    count: int,
+    *,
+    stochastic: bool = False,
+    nodes: int = 32,
+) -> LogSNRSteps:
+    """``Psihat`` and the moments ``M_0 .. M_{count-1}`` on ``times`` (float64).
+
+    Args:
+        count: number of moments (the solver's order, or order + 1 for a corrector).
+        stochastic: the reverse-SDE variant (1x1 blocks only).
+        nodes: Gauss-Legendre nodes per step for the 2x2-block moments.
+    """
+    times = times.to(torch.float64)
+    t, s = times[:-1], times[1:]
+    lam = half_log_snr(sde, times)
+    h = lam[1:] - lam[:-1]
+    if sde.block == 1:
+        a_s = sde.kernel(s).mean_op
+        k_t, k_s = sde.kernel(t).scale, sde.kernel(s).scale
+        ratio = k_s @ k_t.inv()
+        if not stochastic:
+            moments = [weighted(a_s, phi(h, k)) for k in range(count)]
+            return LogSNRSteps(lam, ratio, moments)
+        psi_hat = weighted(ratio, torch.exp(-h), a_s.basis)
+        moments = [weighted(a_s, phi(2 * h, k)) for k in range(count)]
+        noise = weighted(k_s, (-torch.expm1(-2 * h)).clamp_min(0.0).sqrt(), a_s.basis)
+        return LogSNRSteps(lam, psi_hat, moments, noise)
+    if stochastic:
+        raise ValueError(
+            f"the SDE variant of the log-SNR solvers is implemented for 1x1-block SDEs only, not "
+            f"{type(sde).__name__}; use algorithm='dpmsolver++', or 'gddim' with lam > 0"
+        )
+    r_t, r_s = noise_factor(sde, t, "R"), noise_factor(sde, s, "R")
+    psi_hat = r_s @ r_t.inv()
+    m0 = sde.kernel(s).mean_op - psi_hat @ sde.kernel(t).mean_op
+    return LogSNRSteps(lam, psi_hat, [m0, *_block_moments(sde, t, s, lam, count, nodes)])
+
+
+def _block_moments(
+    sde: LinearSDE, t: Tensor, s: Tensor, lam: Tensor, count: int, nodes: int
+) -> list[LinearOp]:
+    """``M_k``, ``k = 1 .. count - 1``, by Gauss-Legendre in ``y = log tau`` (2x2 blocks)."""
+    if count <= 1:
+        return []
+    if float(s.min()) <= 0:
+        raise ValueError(
+            f"the log-SNR solvers on {type(sde).__name__} need t_min > 0 (lambda is infinite "
+            "at t = 0)"
+        )
+    gx, gw = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(nodes))
+    ya, yb = s.log(), t.log()
+    y = 0.5 * (yb - ya)[:, None] * gx + 0.5 * (yb + ya)[:, None]  # (N, Q)
+    tau = y.exp()
+    w = 0.5 * (yb - ya)[:, None] * gw * tau  # dtau = tau dy
+    flat = tau.reshape(-1)
+    rep = s[:, None].expand_as(tau).reshape(-1)
+    g = sde.diffusion_op(flat)
+    k = sde.kernel(flat)
+    psi_hat = noise_factor(sde, rep, "R") @ noise_factor(sde, flat, "R").inv()
+    integrand = (psi_hat @ (g @ g.T) @ k.cov.inv() @ k.mean_op * 0.5).coef
+    integrand = integrand.reshape(*tau.shape, *integrand.shape[1:])  # (N, Q, 2, 2)
+    lam_t, h = lam[:-1].reshape(-1, 1), (lam[1:] - lam[:-1]).reshape(-1, 1)
+    x = (-sde.noise_level(flat).log().reshape(tau.shape) - lam_t) / h  # (N, Q) in [0, 1]
+    return [LinearOp((integrand * (w * x**j)[..., None, None]).sum(1)) for j in range(1, count)]
+
+
+def stack_steps(rows: list[list[LinearOp | None]], like: LinearOp) -> list[LinearOp]:
+    """Per-step lists of weights (``None`` = zero) to one table per history slot."""
+    slots = max(len(r) for r in rows)
+    zero = like[0] * 0.0
+    out = []
+    for j in range(slots):
+        ops = [(r[j] if j < len(r) and r[j] is not None else zero) for r in rows]
+        ops = [op + zero for op in ops]  # one coefficient shape for every row
+        out.append(LinearOp(torch.cat([op.coef for op in ops]), ops[0].basis))
+    return out
+
+
+@dataclass(frozen=True)
+class MultistepPlan(Plan):
+    """A data-prediction multistep method on a grid (float64 tables, one row per step).
+
+    Step ``i`` maps ``u_i`` to ``u_{i+1} = psi_hat_i u_i + sum_{j < order_i} weights[j]_i D_{i-j}
+    [+ noise_i z]`` with ``D_k`` the model's ``x0`` at ``u_k``. With a corrector (UniPC), the
+    fresh ``D_i`` first corrects the point it was taken at: ``u_i += sum_{j <= correct_order_i}
+    correct[j]_i D_{i-j}`` (no extra model call; ``correct_order_i = 0`` means no correction).
+    """
+
+    psi_hat: LinearOp
+    weights: list[LinearOp]
+    order: list[int]
+    noise: LinearOp | None = None
+    correct: list[LinearOp] | None = None
+    correct_order: list[int] | None = None
+
+
+def run_multistep(
+    model: CountingModel,
+    u: Tensor,
+    plan: MultistepPlan,
+    *,
+    name: str,
+    draw: Callable[[Tensor], Tensor],
+    on_step: Callable[[int, Tensor], None],
+) -> Tensor:
+    """The loop of :class:`MultistepPlan` (one model call per step); ``draw(u)`` gives noise."""
+    psi_hat = step_rows(plan.psi_hat, u)
+    weights = [step_rows(w, u) for w in plan.weights]
+    noise = None if plan.noise is None else step_rows(plan.noise, u)
+    correct = None if plan.correct is None else [step_rows(c, u) for c in plan.correct]
+    keep = max(len(weights), len(plan.correct or ()))
+    history: list[Tensor] = []  # D_i, D_{i-1}, ...
+    for i, order in enumerate(plan.order):
+        pred = model.at(u, i)
+        require_full_score(pred, name)
+        history.insert(0, pred.x0().to(u.dtype))
+        del history[keep:]
+        if correct is not None and plan.correct_order is not None:
+            for j in range(plan.correct_order[i] + int(plan.correct_order[i] > 0)):
+                u = row_axpy(u, correct[j][i], history[j])
+        out = row_apply(psi_hat[i], u)
+        for j in range(order):
+            out = row_axpy(out, weights[j][i], history[j])
+        if noise is not None:
+            out = row_axpy(out, noise[i], draw(out))
+        u = out
+        on_step(i, u)
+    return u
