@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -59,10 +60,13 @@ from diffkit.gaussian.spectra import compress
 from diffkit.samplers.base import Sampler
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
+from diffkit.samplers.dpm_solver import DPMSolver
 from diffkit.samplers.euler_maruyama import EulerMaruyama
+from diffkit.samplers.exponential import Variant as DEISVariant
 from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
+from diffkit.samplers.unipc import UniPC
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.exact import point_kernel
 
@@ -133,6 +137,59 @@ def reproduce_pg(lam: Tensor) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- multistep noise
+def propagate_noise_rows(
+    sampler: Sampler, sde: LinearSDE, model, start_cov: Tensor, modes: Modes
+) -> tuple[Tensor, int]:
+    """Exact output covariance ``(modes, k, k)`` of a stochastic sampler whose steps may reuse
+    earlier model outputs (SDE-DPM-Solver++ 2M/3M), started at ``N(0, start_cov)``.
+
+    :func:`diffkit.gaussian.propagate` resets the state after each step, which is exact only for
+    one-step samplers (a multistep sampler keeps the history it computed from the un-reset
+    state). Here nothing is reset: the batch holds ``k`` rows started at the unit vectors with
+    no noise, and for each noise draw ``j`` another ``k`` rows started at 0 that receive the unit
+    vectors as that draw (``noise_source``) and zero noise otherwise. The sampler is linear in
+    the start and the noise, per eigendirection, so the outputs are the responses ``M`` (start)
+    and ``B_j`` (draw ``j``) and ``C = M C_0 M^T + sum_j B_j B_j^T``.
+    """
+    k = modes.k
+    draws = sampler.expected_nfe(sde) + 1  # at most one draw per step
+    unit = modes.unit_rows()
+    blocks = [unit] + [torch.zeros_like(unit)] * draws
+    u_T = modes.from_modes(torch.cat(blocks))
+    calls = [0]
+
+    def noise(u: Tensor) -> Tensor:
+        j = calls[0] = calls[0] + 1
+        if j > draws:
+            raise RuntimeError("propagate_noise_rows: more noise draws than steps")
+        z = [torch.zeros_like(unit)] * (1 + draws)
+        z[j] = unit
+        return modes.from_modes(torch.cat(z))
+
+    sampler.noise_source = noise
+    try:
+        res = sampler.sample(
+            model, sde, (k * (1 + draws), *modes.data_shape), u_T=u_T, dtype=torch.float64
+        )
+    finally:
+        sampler.noise_source = None
+    m = modes.to_modes(res.u)  # (rows, modes, k)
+    m = m.reshape(1 + draws, k, modes.n, k).permute(0, 2, 3, 1)  # (block, modes, k_out, k_in)
+    cov = m[0] @ start_cov @ m[0].mT + (m[1:] @ m[1:].mT).sum(0)
+    return cov, res.nfe
+
+
+def propagate_any(
+    sampler: Sampler, sde: LinearSDE, model, start_cov: Tensor, modes: Modes
+) -> tuple[Tensor, int]:
+    """:func:`propagate_noise_rows` for stochastic multistep samplers, else
+    :func:`diffkit.gaussian.propagate`."""
+    if sampler.stochastic and getattr(sampler, "order", 1) > 1 and isinstance(sampler, DPMSolver):
+        return propagate_noise_rows(sampler, sde, model, start_cov, modes)
+    return propagate(sampler, sde, model, start_cov, modes)
+
+
 # ----------------------------------------------------------------------------- main benchmark
 def make_sdes() -> dict[str, Callable[[], LinearSDE]]:
     from diffkit.sdes.vp import VPSDE
@@ -178,6 +235,8 @@ class Spec:
         return self.cls(steps, grid=grid, **self.options, **extra)
 
 
+SDE_DPM = "sde-dpmsolver++"
+
 SAMPLERS: dict[str, Spec] = {
     "euler_maruyama": Spec(EulerMaruyama, {"lam": 1.0}, "lam=1", 1, 1),
     "euler_ode": Spec(EulerMaruyama, {"lam": 0.0}, "lam=0", 1, 1),
@@ -192,6 +251,32 @@ SAMPLERS: dict[str, Spec] = {
     "gddim": Spec(GDDIM, {}, "lam=0", 0, 1),
     "gddim_ms2": Spec(GDDIM, {"order": 2}, "lam=0", 2, 1),
     "gddim_lam1": Spec(GDDIM, {"lam": 1.0}, "lam=1", 0, 1),
+    "dpm_solver1": Spec(DPMSolver, {"order": 1}, "dpmsolver++", 1, 1),
+    "dpm_solver2": Spec(DPMSolver, {"order": 2}, "dpmsolver++ midpoint", 2, 1),
+    "dpm_solver2_heun": Spec(
+        DPMSolver, {"order": 2, "solver_type": "heun"}, "dpmsolver++ heun", 2, 1
+    ),
+    "dpm_solver3": Spec(DPMSolver, {"order": 3}, "dpmsolver++ midpoint", 3, 1),
+    "dpm_solver3_heun": Spec(
+        DPMSolver, {"order": 3, "solver_type": "heun"}, "dpmsolver++ heun", 3, 1
+    ),
+    "sde_dpm_solver1": Spec(DPMSolver, {"order": 1, "algorithm": SDE_DPM}, SDE_DPM, 1, 1),
+    "sde_dpm_solver2": Spec(DPMSolver, {"order": 2, "algorithm": SDE_DPM}, SDE_DPM, 2, 1),
+    "sde_dpm_solver3": Spec(DPMSolver, {"order": 3, "algorithm": SDE_DPM}, SDE_DPM, 3, 1),
+    **{
+        f"unipc{k}_{bh}": Spec(UniPC, {"order": k, "solver_type": bh}, bh, k, 1)
+        for k in (1, 2, 3)
+        for bh in ("bh1", "bh2")
+    },
+    "unipc2_bh2_nocorr": Spec(UniPC, {"order": 2, "corrector": False}, "bh2 UniP only", 2, 1),
+    **(
+        {
+            f"deis_logrho{k}": Spec(DEIS, {"order": k, "variant": "logrho"}, "logrho", k, 1)
+            for k in (1, 2, 3)
+        }
+        if "logrho" in get_args(DEISVariant)
+        else {}
+    ),
 }
 
 #: samplers that differ from another one only by name on 1x1-block SDEs (gDDIM = DDIM there).
@@ -235,7 +320,7 @@ def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bo
             sampler = spec.make(steps, grid)
             t0 = time.perf_counter()
             try:
-                out, used = propagate(sampler, sde, model, start, modes)
+                out, used = propagate_any(sampler, sde, model, start, modes)
                 w2 = float(w2_to_data(lam, out, weights))
             except (ValueError, RuntimeError) as err:  # report, keep going
                 used, w2 = -1, float("nan")
@@ -681,7 +766,7 @@ def run_ddpm_diffkit_job(grid: str, t_min: float, denoise: bool, nfes: list[int]
             try:
                 steps = steps_for_budget(spec, nfe, grid, t_min, denoise, sde)
                 sampler = spec.make(steps, grid, t_min, denoise)
-                out, used = propagate(sampler, sde, model, start, modes)
+                out, used = propagate_any(sampler, sde, model, start, modes)
                 w2 = float(w2_to_data(lam, out))
             except (ValueError, RuntimeError) as err:
                 steps, used, w2 = 0, -1, float("nan")
