@@ -301,8 +301,11 @@ def spectra(sde_name: str) -> dict[str, tuple[Tensor, Tensor]]:
     }
 
 
-def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bool) -> list[dict]:
-    """All samplers x NFEs for one (SDE, data, grid)."""
+def run_job(
+    sde_name: str, data_name: str, grid: str, nfes: list[int], samplers: list[str]
+) -> list[dict]:
+    """The given samplers x NFEs for one (SDE, data, grid); samplers undefined for the SDE
+    (refused at plan time with the reason) are reported and left out."""
     torch.set_num_threads(1)
     sde = make_sdes()[sde_name]()
     lam, weights = spectra(sde_name)[data_name]
@@ -310,10 +313,14 @@ def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bo
     model = GaussianScore(sde, data_cov(sde, lam))
     start = mode_cov(sde.prior_cov(), modes)
     rows = []
-    for name, spec in SAMPLERS.items():
+    for name in samplers:
+        spec = SAMPLERS[name]
         if sde.block == 1 and name in SCALAR_DUPLICATES:
             continue
-        if quick and name not in QUICK_SAMPLERS:
+        try:
+            spec.make(1, grid).check_sde(sde)
+        except ValueError as err:
+            print(f"  {sde_name}/{name}: left out ({err})", flush=True)
             continue
         for nfe in nfes:
             steps = max(nfe // spec.per_step, 1)
@@ -335,12 +342,85 @@ def run_job(sde_name: str, data_name: str, grid: str, nfes: list[int], quick: bo
                     "grid": grid,
                     "t_min": sde.t_min,
                     "steps": steps,
+                    "nfe_budget": nfe,
                     "nfe": used,
                     "w2": w2,
                     "seconds": time.perf_counter() - t0,
                 }
             )
-    print(f"{data_name:8s} {sde_name:5s} {grid:9s} done", flush=True)
+    print(f"{data_name:8s} {sde_name:5s} {grid:9s} {len(samplers)} samplers done", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- optimised grids
+#: Samplers whose grid is optimised per NFE (the best families on the fixed grids).
+OPT_SAMPLERS = ["ddim", "deis_tab3", "dpm_solver2", "dpm_solver3", "unipc2_bh2", "unipc3_bh1"]
+OPT_NFES = [5, 10, 15, 20]
+
+
+def optimized_row(
+    name: str, nfe: int, sde: LinearSDE, lam: Tensor, data: str, sde_name: str
+) -> dict:
+    """One sampler's grid optimised for the exact W2 (``diffkit.gaussian.optimize_grid``, from
+    the Karras grid, else from log_snr when a trial grid degenerates), and the W2 of that grid
+    from an independent propagation (``w2``; the optimiser's own value is ``w2_optimizer``)."""
+    from diffkit.gaussian.grid_optimization import optimize_grid
+
+    spec = SAMPLERS[name]
+    t0 = time.perf_counter()
+    res, init = None, None
+    for init in ("karras", "log_snr"):
+        try:
+            res = optimize_grid(spec.make(nfe, init, 1e-3), sde, lam, init=init, iterations=60)
+            break
+        except (ValueError, RuntimeError) as err:
+            print(f"  optimize {sde_name}/{name}/{nfe} from {init}: {err}", flush=True)
+    row = {
+        "data": data,
+        "sde": sde_name,
+        "sampler": name,
+        "label": name,
+        "variant": spec.variant,
+        "order": spec.order,
+        "grid": "optimized",
+        "t_min": 1e-3,
+        "steps": nfe,
+        "nfe_budget": nfe,
+        "nfe": -1,
+        "w2": float("nan"),
+    }
+    if res is not None:
+        modes = Modes(sde, (lam.numel(),))
+        model = GaussianScore(sde, data_cov(sde, lam))
+        start = torch.ones(modes.n, 1, 1, dtype=torch.float64)
+        sampler = spec.make(nfe, res.times.tolist(), 1e-3)
+        out, used = propagate_any(sampler, sde, model, start, modes)
+        row.update(
+            nfe=used,
+            w2=float(w2_to_data(lam, out)),
+            w2_optimizer=res.value,
+            w2_initial=res.initial_value,
+            grid_init=init,
+            iterations=res.iterations,
+            times=res.times.tolist(),
+        )
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def run_optimized_job(sde_name: str, name: str, nfes: list[int]) -> list[dict]:
+    """Optimised grids for one sampler on Song's VP (``vp``) or DDPM's schedule (``vp_ddpm``),
+    CIFAR-10 spectrum, start N(0, I), t_min 1e-3."""
+    from diffkit.sdes.vp import VPSDE
+
+    torch.set_num_threads(1)
+    lam = cifar10_spectrum()
+    if sde_name == "vp":
+        sde, data = VPSDE(beta_min=0.1, beta_max=20.0), "cifar10"
+    else:
+        sde, data = VPSDE(beta_min=0.1, beta_max=20.0, schedule="ddpm", t_min=1e-3), "cifar10_ddpm"
+    rows = [optimized_row(name, n, sde, lam, data, sde_name) for n in nfes]
+    print(f"optimized grids {sde_name}/{name} done", flush=True)
     return rows
 
 
@@ -733,8 +813,8 @@ DDPM_GRIDS: list[tuple[str, float, bool]] = [
     ("quadratic", 1e-3, True),
     ("log_snr", 1e-3, False),
     ("log_snr", 1e-3, True),
-    ("edm", 1e-3, False),
-    ("edm", 1e-3, True),
+    ("karras", 1e-3, False),
+    ("karras", 1e-3, True),
 ]
 
 
@@ -746,7 +826,9 @@ def steps_for_budget(spec: Spec, nfe: int, grid: str, t_min: float, denoise: boo
     return steps
 
 
-def run_ddpm_diffkit_job(grid: str, t_min: float, denoise: bool, nfes: list[int]) -> list[dict]:
+def run_ddpm_diffkit_job(
+    grid: str, t_min: float, denoise: bool, nfes: list[int], samplers: list[str]
+) -> list[dict]:
     """diffkit's samplers on ``VPSDE(schedule="ddpm")`` (DDPM index i is time (i + 1) / 1000),
     CIFAR-10 spectrum, start N(0, I): one grid setting, every sampler and NFE budget."""
     from diffkit.sdes.vp import VPSDE
@@ -758,7 +840,8 @@ def run_ddpm_diffkit_job(grid: str, t_min: float, denoise: bool, nfes: list[int]
     model = GaussianScore(sde, data_cov(sde, lam))
     start = torch.ones(modes.n, 1, 1, dtype=torch.float64)
     rows = []
-    for name, spec in SAMPLERS.items():
+    for name in samplers:
+        spec = SAMPLERS[name]
         if name in SCALAR_DUPLICATES:
             continue
         for nfe in nfes:
@@ -843,21 +926,45 @@ def ddpm_markdown(rows: list[dict], counts: dict | None = None, seconds: float =
         out.append(
             f"Sweep: {counts['configurations']} (configuration, NFE) pairs, "
             f"{counts['unsupported']} refused by diffusers, {counts['distinct_runs']} distinct "
-            f"runs; wall time {seconds:.0f} s."
+            f"runs (wall time of the run that made them: "
+            f"{counts.get('sweep_wall_seconds', seconds):.0f} s"
+            + ("; rows reused here" if "reused_from" in counts else "")
+            + ")."
         )
+        nan = sum(1 for r in rows if _is_diffusers(r) and not math.isfinite(r["w2"]))
+        if nan:
+            out.append(
+                f"{nan} runs returned NaN (UniPC bh1 with a zero final sigma divides by "
+                "h = inf in its bh1 coefficient); they count as failures."
+            )
     out += ["", "### Best of each side per NFE", ""]
-    out.append("| NFE | best diffkit | W2 | best diffusers | W2 | ratio diffkit / diffusers |")
-    out.append("|---|---|---|---|---|---|")
+    out.append(
+        "| NFE | best diffusers | W2 | best diffkit, fixed grid | W2 | ratio | "
+        "best diffkit, optimised grid | W2 | ratio |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for n in nfes:
-        a = _best(rows, n, lambda r: not _is_diffusers(r))
         b = _best(rows, n, _is_diffusers)
+        a = _best(rows, n, lambda r: not _is_diffusers(r) and r["grid"] != "optimized")
+        o = _best(rows, n, lambda r: not _is_diffusers(r) and r["grid"] == "optimized")
         if a is None or b is None:
             continue
-        out.append(
-            f"| {n} | {a['label']} ({a['grid']}, {a['nfe']} NFE) | {a['w2']:.4g} | "
-            f"{b['label']} ({b['variant']}; {b['grid']}; order {b['order']}, {b['nfe']} NFE) | "
-            f"{b['w2']:.4g} | {a['w2'] / b['w2']:.3f} |"
-        )
+        cells = [
+            f"{b['label']} ({b['variant']}; {b['grid']}; order {b['order']}; {b['nfe']} NFE)",
+            f"{b['w2']:.4g}",
+            f"{a['label']} ({a['grid']}, {a['nfe']} NFE)",
+            f"{a['w2']:.4g}",
+            f"{a['w2'] / b['w2']:.3f}",
+        ]
+        if o is not None:
+            cells += [
+                f"{o['label']} ({o['nfe']} NFE)",
+                f"{o['w2']:.4g}",
+                f"{o['w2'] / b['w2']:.3f}",
+            ]
+        else:
+            cells += ["-", "-", "-"]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
     out += ["", "### diffusers: best configuration per scheduler family (W2 (NFE))", ""]
     families = sorted({diffusers_family(r) for r in rows if _is_diffusers(r)})
     out.append("| family | " + " | ".join(str(n) for n in nfes) + " |")
@@ -904,11 +1011,51 @@ def ddpm_markdown(rows: list[dict], counts: dict | None = None, seconds: float =
     return "\n".join(out) + "\n"
 
 
+#: (data, SDE) panels of the summary, with their NFE budgets.
+SUMMARY = [("cifar10", "vp"), ("cifar10", "cld"), ("grf32", "blur")]
+SUMMARY_NFES = [5, 10, 15, 20, 50, 100]
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """Per panel: each sampler's best grid per NFE budget, and the best fixed / optimised grid."""
+    out = []
+    for data, sde in SUMMARY:
+        mine = [
+            r
+            for r in rows
+            if (r["data"], r["sde"]) == (data, sde) and "nfe_budget" in r and math.isfinite(r["w2"])
+        ]
+        if not mine:
+            continue
+        out += [f"### {data} / {sde}: best grid per sampler (W2, grid; start: the prior)", ""]
+        out.append("| sampler | " + " | ".join(str(n) for n in SUMMARY_NFES) + " |")
+        out.append("|---" * (len(SUMMARY_NFES) + 1) + "|")
+        for name in dict.fromkeys(r["sampler"] for r in mine):
+            cells = []
+            for n in SUMMARY_NFES:
+                b = _best(mine, n, lambda r, m=name: r["sampler"] == m)
+                cells.append(f"{b['w2']:.3g} ({b['grid']})" if b else "-")
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        for label, keep in (
+            ("**best, fixed grid**", lambda r: r["grid"] != "optimized"),
+            ("**best, optimised grid**", lambda r: r["grid"] == "optimized"),
+        ):
+            cells = []
+            for n in SUMMARY_NFES:
+                b = _best(mine, n, keep)
+                cells.append(f"**{b['w2']:.3g}** ({b['sampler']}, {b['grid']})" if b else "-")
+            if any(c != "-" for c in cells):
+                out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def markdown(rows: list[dict], pg: list[dict], nfes: list[int]) -> str:
     out = ["# Sampler benchmark: exact W2 on Gaussian data", ""]
     out.append("W2 to the data law N(0, diag lambda), exact (covariance propagation of the real")
     out.append("sampler code; no Monte Carlo). Start: the SDE's prior. Columns: NFE.")
     out.append("")
+    out += ["## Summary", "", summary_markdown(rows), ""]
     keys = sorted({(r["data"], r["sde"], r["grid"]) for r in rows})
     for data, sde, grid in keys:
         out.append(f"## {data} / {sde} / {grid} grid")
@@ -947,7 +1094,27 @@ def markdown(rows: list[dict], pg: list[dict], nfes: list[int]) -> str:
     return "\n".join(out) + "\n"
 
 
+#: Samplers drawn in the plot (one line each: the best grid per NFE).
+PLOT_SAMPLERS = [
+    "euler_maruyama",
+    "heun",
+    "ddim",
+    "ddim_eta1",
+    "deis_tab3",
+    "deis_rhoab2",
+    "deis_logrho3",
+    "gddim_ms2",
+    "dpm_solver2",
+    "dpm_solver3",
+    "sde_dpm_solver2",
+    "unipc2_bh2",
+    "unipc3_bh1",
+]
+
+
 def plot(rows: list[dict], path: Path) -> None:
+    """W2 vs NFE per (data, SDE) panel: each sampler on its best fixed grid per NFE, and the
+    best optimised grid (black) where there is one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -956,62 +1123,95 @@ def plot(rows: list[dict], path: Path) -> None:
     panels = sorted({(r["data"], r["sde"]) for r in rows})
     cols = min(4, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.6 * nrows), squeeze=False)
     colors = plt.get_cmap("tab20")
     for ax, (data, sde) in zip(axes.flat, panels, strict=False):
-        for c, name in enumerate(SAMPLERS):
-            for grid, style in (("quadratic", "-"), ("uniform", ":")):
-                pts = sorted(
-                    (r["nfe"], r["w2"])
-                    for r in rows
-                    if (r["data"], r["sde"], r["sampler"], r["grid"]) == (data, sde, name, grid)
-                    and r["nfe"] > 0
-                    and math.isfinite(r["w2"])
+        mine = [
+            r
+            for r in rows
+            if (r["data"], r["sde"]) == (data, sde) and r["nfe"] > 0 and math.isfinite(r["w2"])
+        ]
+        budgets = sorted({r.get("nfe_budget", r["nfe"]) for r in mine})
+        for c, name in enumerate(PLOT_SAMPLERS):
+            pts = []
+            for n in budgets:
+                b = _best(
+                    [{"nfe_budget": r["nfe"], **r} for r in mine],
+                    n,
+                    lambda r, m=name: r["sampler"] == m and r["grid"] != "optimized",
                 )
-                if pts:
-                    x, y = zip(*pts, strict=True)
-                    label = name if grid == "quadratic" else None
-                    ax.loglog(x, y, style, marker=".", color=colors(c), label=label)
-        ax.set_title(f"{data} / {sde} (solid: quadratic, dotted: uniform)", fontsize=8)
+                if b is not None:
+                    pts.append((n, b["w2"]))
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.loglog(x, y, "-", marker=".", color=colors(c), label=name)
+        opt = sorted((r["nfe"], r["w2"]) for r in mine if r["grid"] == "optimized" and r["nfe"] > 0)
+        best_opt: dict[int, float] = {}
+        for n, w in opt:
+            best_opt[n] = min(w, best_opt.get(n, math.inf))
+        if best_opt:
+            x, y = zip(*sorted(best_opt.items()), strict=True)
+            ax.loglog(x, y, "k--", marker="o", ms=3, label="best, optimised grid")
+        ax.set_title(f"{data} / {sde} (best fixed grid per NFE)", fontsize=8)
         ax.set_xlabel("NFE")
         ax.set_ylabel("exact W2")
-    axes.flat[0].legend(fontsize=6)
+        ax.set_ylim(top=min(ax.get_ylim()[1], 1e3))
+    axes.flat[0].legend(fontsize=5.5, ncol=2)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-#: Grids of the main matrix: the fixed ones for every SDE; NFEs above 100 only on the first two.
-MAIN_GRIDS = ["uniform", "quadratic", "log_snr", "edm"]
+#: Grids of the main matrix; NFEs above 100 only on FULL_GRIDS.
+MAIN_GRIDS = ["uniform", "quadratic", "log_snr", "karras"]
+FULL_GRIDS = ("uniform", "quadratic")
 #: Samplers of the quick (smoke) run.
 QUICK_SAMPLERS = ("ddim", "deis_tab2", "heun", "euler_maruyama")
 
 
+#: Samplers added with the log-SNR solvers: on VP and CLD (CIFAR-10) and blur (GRF32), NFE <= 100.
+NEW_SAMPLERS = [n for n in SAMPLERS if n.startswith(("dpm_solver", "sde_dpm", "unipc", "deis_log"))]
+NEW_PAIRS = {("vp", "cifar10"), ("cld", "cifar10"), ("blur", "grf32")}
+
+
 def main_jobs(nfes: list[int], quick: bool) -> list[tuple]:
-    """Jobs ``(sde, data, grid, nfes, quick)`` of the main matrix, longest (CLD) first."""
+    """Jobs ``(sde, data, grid, nfes, samplers)`` of the main matrix, longest (CLD) first."""
     if quick:
-        return [("vp", "cifar10", g, nfes, True) for g in ("uniform", "log_snr")]
+        return [("vp", "cifar10", g, nfes, list(QUICK_SAMPLERS)) for g in ("uniform", "log_snr")]
     jobs = []
+    old = [n for n in SAMPLERS if n not in NEW_SAMPLERS]
+    low = [n for n in nfes if n <= 100]
     for sde_name in make_sdes():
         for data_name in spectra(sde_name):
             for grid in MAIN_GRIDS:
-                grid_nfes = (
-                    nfes if grid in ("uniform", "quadratic") else [n for n in nfes if n <= 100]
-                )
-                jobs.append((sde_name, data_name, grid, grid_nfes, False))
+                jobs.append((sde_name, data_name, grid, nfes if grid in FULL_GRIDS else low, old))
+                if (sde_name, data_name) in NEW_PAIRS:
+                    jobs.append((sde_name, data_name, grid, low, NEW_SAMPLERS))
     jobs.sort(key=lambda j: j[0] != "cld")
     return jobs
 
 
-def submit_ddpm(pool: ProcessPoolExecutor, quick: bool) -> tuple[list, dict]:
-    """Submit the diffusers comparison (sweep chunks, heaviest first, and diffkit's grids)."""
+def submit_ddpm(
+    pool: ProcessPoolExecutor, quick: bool, reuse: Path | None = None
+) -> tuple[list, dict, list[dict]]:
+    """Submit the diffusers comparison (sweep chunks, heaviest first, and diffkit's grids);
+    with ``reuse``, the sweep's rows are read from that earlier ``samplers*.json`` instead."""
     try:
         import diffusers  # noqa: F401
     except ImportError:
         print("diffusers is not importable: skipping the diffusers comparison", flush=True)
-        return [], {}
+        return [], {}, []
     nfes = [5, 10] if quick else DDPM_NFES
+    names = list(QUICK_SAMPLERS) if quick else list(SAMPLERS)
+    grids = DDPM_GRIDS[:2] if quick else DDPM_GRIDS
+    diffkit = [pool.submit(run_ddpm_diffkit_job, g, t, d, nfes, names) for g, t, d in grids]
+    if reuse is not None:
+        old = json.loads(reuse.read_text())
+        rows = [r for r in old["rows"] if r["sampler"].startswith("diffusers:")]
+        counts = {**old["diffusers_sweep"], "reused_from": str(reuse)}
+        counts["sweep_wall_seconds"] = old.get("sweep_wall_seconds", old["wall_seconds"])
+        return diffkit, counts, rows
     runs, counts = plan_diffusers_sweep(nfes, quick)
 
     def cost(run: tuple) -> float:  # stochastic runs carry one row per step
@@ -1030,9 +1230,7 @@ def submit_ddpm(pool: ProcessPoolExecutor, quick: bool) -> tuple[list, dict]:
     if chunk:
         chunks.append(chunk)
     futures = [pool.submit(run_diffusers_chunk, c) for c in chunks]
-    grids = DDPM_GRIDS[:2] if quick else DDPM_GRIDS
-    futures += [pool.submit(run_ddpm_diffkit_job, g, t, d, nfes) for g, t, d in grids]
-    return futures, counts
+    return futures + diffkit, counts, []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1045,6 +1243,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-pg", action="store_true", help="skip the Pierret-Galerne table")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--skip-optimized", action="store_true", help="skip the optimised-grid rows"
+    )
+    parser.add_argument(
+        "--diffusers-rows",
+        type=Path,
+        default=None,
+        help="reuse the diffusers sweep's rows from an earlier samplers*.json (its wall time "
+        "is reported as the sweep's)",
+    )
     parser.add_argument(
         "--skip-diffusers", action="store_true", help="skip the diffusers comparison"
     )
@@ -1069,10 +1277,21 @@ def main(argv: list[str] | None = None) -> None:
         pg_future = pool.submit(reproduce_pg, cifar10_spectrum()) if run_pg else None
         ddpm_futures: list = []
         if not args.skip_diffusers:
-            ddpm_futures, counts = submit_ddpm(pool, args.quick)
+            ddpm_futures, counts, ddpm = submit_ddpm(pool, args.quick, args.diffusers_rows)
+        opt_futures: dict[str, list] = {"vp": [], "vp_ddpm": []}
+        if not (args.quick or args.skip_optimized):
+            for sde_name, fut_list in opt_futures.items():
+                if sde_name == "vp" and args.only_diffusers:
+                    continue
+                if sde_name == "vp_ddpm" and args.skip_diffusers:
+                    continue
+                for name in OPT_SAMPLERS:
+                    fut_list.append(pool.submit(run_optimized_job, sde_name, name, OPT_NFES))
         futures += [pool.submit(run_job, *job) for job in jobs[2:]]
-        for fut in futures:
+        for fut in futures + opt_futures["vp"]:
             rows.extend(fut.result())
+        for fut in opt_futures["vp_ddpm"]:
+            ddpm.extend(fut.result())
         if pg_future is not None:
             pg = pg_future.result()
             print(f"PG table: largest |diff| = {max(r['abs_diff'] for r in pg):.4f}", flush=True)

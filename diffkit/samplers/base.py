@@ -321,7 +321,7 @@ class Sampler(abc.ABC):
         else:
             self.check_sde(sde)
             check_times(times.detach(), self.steps, field="times", T=sde.T)
-            plan = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
+            plan = self.build_plan(sde, times)
         if u_T is None:
             state = (shape[0], *sde.state_shape(tuple(shape[1:])))
             u = sde.prior_sample(state, generator=generator, device=device, dtype=dtype)
