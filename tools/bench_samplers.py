@@ -931,11 +931,17 @@ def ddpm_markdown(rows: list[dict], counts: dict | None = None, seconds: float =
             + ("; rows reused here" if "reused_from" in counts else "")
             + ")."
         )
-        nan = sum(1 for r in rows if _is_diffusers(r) and not math.isfinite(r["w2"]))
+        nan: dict[str, int] = {}
+        for r in rows:
+            if _is_diffusers(r) and not math.isfinite(r["w2"]):
+                key = f"{diffusers_family(r)} ({r['variant']}; {r['grid']})"
+                nan[key] = nan.get(key, 0) + 1
         if nan:
             out.append(
-                f"{nan} runs returned NaN (UniPC bh1 with a zero final sigma divides by "
-                "h = inf in its bh1 coefficient); they count as failures."
+                f"{sum(nan.values())} runs returned a non-finite sample (failures): "
+                + "; ".join(f"{k}: {v}" for k, v in sorted(nan.items())[:12])
+                + (" ..." if len(nan) > 12 else "")
+                + "."
             )
     out += ["", "### Best of each side per NFE", ""]
     out.append(
