@@ -3,10 +3,11 @@
 Data ``N(0, diag(lambda))`` with the CIFAR-10 covariance spectrum (shipped with diffkit,
 :func:`diffkit.gaussian.cifar10_spectrum`; pixels in [-1, 1]) or the synthetic GRF32
 spectrum ``lambda_{c,i,j} = 100 / (1 + i^2 + j^2)^1.5`` (DCT-diagonal, so it also serves the
-blurring SDE) [samplers.md §12-13]. The score is the exact linear one. Every sampler used here is
-linear in the state, so it maps Gaussians to Gaussians; :func:`diffkit.gaussian.propagate` runs
-the *real sampler code* on a few deterministic rows per eigendirection and computes the output
-law exactly.
+blurring SDE) [docs/background/samplers.md#exact-testing-by-covariance-propagation]. The score is
+the exact linear one. Every sampler used here is linear in the state, so it maps Gaussians to
+Gaussians; :func:`diffkit.gaussian.propagate` runs the *real sampler code* on a few deterministic
+rows per eigendirection and computes the output law exactly (stochastic multistep samplers:
+:func:`propagate_noise_rows`).
 
 W2 to the data law is ``sqrt(sum_i (sqrt(lambda_i) - sqrt(c_i))^2)`` with ``c_i`` the output
 variance of the data part (CLD: the position marginal). The predictor-corrector sampler is not
@@ -15,20 +16,23 @@ linear (its Langevin step size uses batch norms) and is left out.
 Also reproduces the Pierret-Galerne table [PG, 2405.14250, Table 2] for EM, EI, Euler and Heun on
 their grid (N grid points = N - 1 uniform steps from T to eps).
 
-diffusers comparison (when diffusers is importable; benchmark-only extra ``bench``):
-DDIMScheduler, DPMSolverMultistepScheduler (DPM-Solver++ 2M, 3M, 2M Karras),
-DEISMultistepScheduler, UniPCMultistepScheduler, EulerDiscreteScheduler and
-HeunDiscreteScheduler on their discrete DDPM schedule (1000 betas linear 1e-4..0.02), driven by
-the exact eps-model of the CIFAR-10-spectrum Gaussian, against diffkit's samplers on
-``VPSDE(schedule="ddpm")`` (DDPM index i is diffkit time (i + 1) / 1000). With a linear
-eps-model every one of these schedulers is deterministic and linear in x and acts on each
-eigendirection separately, so one run on the all-ones vector (times ``init_noise_sigma``) gives
-the total linear map ``m_i`` per eigendirection and the output variance is ``m_i^2`` (start
-N(0, I)); the scheduler code runs unchanged (its float32 tables included).
+diffusers comparison (when diffusers is importable; benchmark-only extra ``bench``): every
+multistep scheduler (DPMSolverMultistepScheduler incl. its SDE variant, DEISMultistepScheduler,
+UniPCMultistepScheduler) plus DDIM, Euler and Heun, in every configuration of
+:func:`diffusers_configs` (orders, sigma transforms, final sigma, spacings, lower-order final
+steps, ...), with float64 tables, on their discrete DDPM schedule (1000 betas linear
+1e-4..0.02), driven by the exact eps-model of the CIFAR-10-spectrum Gaussian; against diffkit's
+samplers and grids (fixed and optimised) on ``VPSDE(schedule="ddpm")`` (DDPM index i is diffkit
+time (i + 1) / 1000). With a linear eps-model every scheduler is linear in its start and its
+injected noise and acts on each eigendirection separately, so the unchanged scheduler loop run
+on unit inputs (one row per noise draw for the stochastic ones) gives the output law exactly
+(:func:`scheduler_response`). Configurations that give the same grid and the same step options
+run once.
 
-Usage: ``python tools/bench_samplers.py --out DIR [--quick] [--skip-pg] [--skip-diffusers |
---only-diffusers]``; writes ``samplers.json``, ``samplers.md`` and ``samplers_w2.png`` to DIR
-(``--only-diffusers``: ``samplers_diffusers.{json,md}``).
+Usage: ``python tools/bench_samplers.py --out DIR [--quick] [--skip-pg] [--skip-optimized]
+[--skip-diffusers | --only-diffusers] [--panels vp:cifar10,...] [--max-nfe N]``; writes
+``samplers.json``, ``samplers.md`` and ``samplers_w2.png`` to DIR (``--only-diffusers``:
+``samplers_diffusers.{json,md}``). ``--quick`` is a smoke run of a few seconds.
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ PG_TABLE: dict[tuple[str, float], dict[int, tuple[float, float | None]]] = {
 
 
 def pg_sampler(scheme: str, n_points: int, eps: float) -> Sampler:
-    """PG's grid: N points, N - 1 uniform steps from T down to eps (samplers.md §13)."""
+    """PG's grid: N points, N - 1 uniform steps from T down to eps
+    (docs/background/samplers.md#pierret-galerne)."""
     kw = {"grid": "uniform", "t_min": eps}
     if scheme == "em":
         return EulerMaruyama(n_points - 1, lam=1.0, **kw)

@@ -4,7 +4,8 @@ Order convention: ``order`` is the polynomial degree ``r``; each step uses ``r +
 (the current one and ``r`` earlier ones), like the DEIS paper's tAB-r / rhoAB-r and the
 reference code's ``ab_order``. ``order = 0`` is DDIM (for factor ``R``, and for every SDE whose
 kernel factor is ``sigma_t``). diffusers' ``solver_order`` counts values (``= order + 1``).
-The first ``r`` steps use the lower orders available, at no extra NFE (samplers.md §7).
+The first ``r`` steps use the lower orders available, at no extra NFE
+(docs/background/samplers.md#deis).
 
 Coefficients (:func:`~diffkit.samplers.exponential.exponential_coefficients`) are computed once
 per (SDE, grid) in float64.
@@ -84,7 +85,8 @@ class DEIS(Sampler):
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         order: polynomial degree r in 0..3 (r + 1 eps values; 0 = DDIM).
-        variant: ``tab`` (Lagrange in t) or ``rhoab`` (Lagrange in rho = noise level).
+        variant: ``tab`` (Lagrange in t), ``rhoab`` (in rho = noise level) or ``logrho`` (in
+            log rho = -lambda: lambda-domain DEIS, diffusers' ``DEISMultistepScheduler``).
         factor: eps convention, ``kernel`` (the kernel's scale, what networks are trained
             against; Cholesky for CLD) or ``R`` (gDDIM's factor).
         quadrature_nodes: Gauss-Legendre nodes per step for the coefficients.
@@ -108,8 +110,8 @@ class DEIS(Sampler):
         super().__init__(steps, grid, t_min, t_max, denoise_final, progress)
         if order not in (0, 1, 2, 3):
             raise ValueError(f"DEIS.order must be 0, 1, 2 or 3 (polynomial degree), got {order}")
-        if variant not in ("tab", "rhoab"):
-            raise ValueError(f"DEIS.variant must be 'tab' or 'rhoab', got {variant!r}")
+        if variant not in ("tab", "rhoab", "logrho"):
+            raise ValueError(f"DEIS.variant must be 'tab', 'rhoab' or 'logrho', got {variant!r}")
         if factor not in ("kernel", "R"):
             raise ValueError(f"DEIS.factor must be 'kernel' or 'R', got {factor!r}")
         if quadrature_nodes < 2:

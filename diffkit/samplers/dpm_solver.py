@@ -21,8 +21,10 @@ converges at order 2, not 3 (measured in ``tests/samplers/test_orders.py``).
 The first steps use the orders available; ``lower_order_final`` (diffusers' rule) lowers the
 last two steps to orders 1 and 2 when ``steps < 15``, and a last step to zero noise is always
 first order. ``algorithm='sde-dpmsolver++'`` is the reverse-SDE variant (SDE-DPM-Solver++, with
-``2h`` in the moments and fresh noise each step). On CLD this is the operator form of
-:mod:`.log_snr`, and order 1 is gDDIM's deterministic step.
+``2h`` in the moments and fresh noise each step); ``algorithm='dpmsolver'`` interpolates eps
+instead of ``D`` (DPM-Solver's noise prediction, with the noise moments of :mod:`.log_snr`).
+On CLD this is the operator form of :mod:`.log_snr`, and order 1 is gDDIM's deterministic
+step.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from diffkit.sdes.time_grids import GridKind
 __all__ = ["DPMSolver", "dpm_solver_orders", "dpm_solver_plan"]
 
 SolverType = Literal["midpoint", "heun"]
-Algorithm = Literal["dpmsolver++", "sde-dpmsolver++"]
+Algorithm = Literal["dpmsolver++", "sde-dpmsolver++", "dpmsolver"]
 
 
 def dpm_solver_orders(steps: int, order: int, lower_order_final: bool, final_zero: bool) -> list:
@@ -76,12 +78,16 @@ def dpm_solver_plan(
     nodes: int = 32,
 ) -> MultistepPlan:
     """The float64 plan of DPM-Solver++ (or SDE-DPM-Solver++) of ``order`` on ``times``."""
-    st = log_snr_steps(sde, times, order, stochastic=algorithm == "sde-dpmsolver++", nodes=nodes)
+    target = "eps" if algorithm == "dpmsolver" else "x0"
+    stochastic = algorithm == "sde-dpmsolver++"
+    st = log_snr_steps(sde, times, order, target=target, stochastic=stochastic, nodes=nodes)
     final_zero = bool(torch.isinf(st.lam[-1]).all())
     orders = dpm_solver_orders(len(times) - 1, order, lower_order_final, final_zero)
     rows = [_step_weights(st, i, o, solver_type) for i, o in enumerate(orders)]
     weights = stack_steps(rows, st.moments[0])
-    return MultistepPlan(times, st.psi_hat, weights, orders, noise=st.noise)
+    return MultistepPlan(
+        times, st.psi_hat, weights, orders, target=target, factor=st.factor, noise=st.noise
+    )
 
 
 def _step_weights(st: LogSNRSteps, i: int, order: int, solver_type: SolverType) -> list[LinearOp]:
@@ -120,8 +126,9 @@ class DPMSolver(Sampler):
         t_max: start time (default: ``T``).
         order: 1, 2 or 3 (1 = DDIM).
         solver_type: ``midpoint`` or ``heun`` weighting of the first difference (order 2).
-        algorithm: ``dpmsolver++`` (PF-ODE) or ``sde-dpmsolver++`` (reverse SDE, with noise;
-            1x1-block SDEs).
+        algorithm: ``dpmsolver++`` (data prediction, PF-ODE), ``sde-dpmsolver++`` (reverse
+            SDE, with noise; 1x1-block SDEs) or ``dpmsolver`` (noise prediction, PF-ODE: the
+            same formulas with eps in place of ``D``; needs ``t_min > 0``).
         lower_order_final: lower the last steps' orders when ``steps < 15`` (diffusers' rule).
         quadrature_nodes: Gauss-Legendre nodes per step for CLD's moments.
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
@@ -149,9 +156,10 @@ class DPMSolver(Sampler):
             raise ValueError(
                 f"DPMSolver.solver_type must be 'midpoint' or 'heun', got {solver_type!r}"
             )
-        if algorithm not in ("dpmsolver++", "sde-dpmsolver++"):
+        if algorithm not in ("dpmsolver++", "sde-dpmsolver++", "dpmsolver"):
             raise ValueError(
-                f"DPMSolver.algorithm must be 'dpmsolver++' or 'sde-dpmsolver++', got {algorithm!r}"
+                "DPMSolver.algorithm must be 'dpmsolver++', 'sde-dpmsolver++' or 'dpmsolver', "
+                f"got {algorithm!r}"
             )
         if quadrature_nodes < 2:
             raise ValueError(f"DPMSolver.quadrature_nodes must be >= 2, got {quadrature_nodes}")

@@ -8,7 +8,7 @@ constant (thesis Prop. 7), which is what makes one step exact there.
 * Deterministic (``lam = 0``, thesis eq. 7.18): ``u_s = Psi(s,t)(u_t - R_t eps) + R_s eps``;
   with ``order = r > 0`` the multistep predictor of thesis eq. 7.19 (DEIS coefficients with
   ``K = R``; ``r + 1`` eps values, see :mod:`diffkit.samplers.deis`).
-* Stochastic (``lam > 0``, thesis Props. 8-9, samplers.md §8)::
+* Stochastic (``lam > 0``, thesis Props. 8-9, docs/background/samplers.md#gddim)::
 
       u_s ~ N(Psi(s,t) u_t + [Psihat(s,t) - Psi(s,t)] R_t eps,  P),
       P = Sigma_s - Psihat(s,t) Sigma_t Psihat(s,t)^T,
@@ -117,7 +117,8 @@ class GDDIM(Sampler):
         lam: stochasticity (0: deterministic; 1: the DDPM posterior on scalar SDEs).
         order: extrapolation degree r of the deterministic multistep predictor (r + 1 eps
             values; 0 = the one-step rule). Must be 0 when ``lam > 0``.
-        variant: interpolation variable of the multistep predictor (``tab`` | ``rhoab``).
+        variant: interpolation variable of the multistep predictor (``tab`` | ``rhoab`` |
+            ``logrho``).
         quadrature_nodes: Gauss-Legendre nodes per step for the multistep coefficients.
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.

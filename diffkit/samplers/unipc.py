@@ -10,7 +10,8 @@ lambda_i) / h`` and differences ``D1_k = (D_{i-k} - D_i) / r_k`` (:mod:`.log_snr
 
 where ``rho`` solves the Vandermonde system ``sum_k r_k^m rho_k = M_{m+1}`` (``r_p = 1`` for
 the corrector), except for UniP-2 and UniC-1, which use ``rho = B(h) / (e^{-h} - 1) M_0 / 2``
-with ``B(h) = -h`` (``bh1``) or ``e^{-h} - 1`` (``bh2``). ``D_{i+1}`` is the model output at
+with ``B(h) = -h`` (``bh1``) or ``e^{-h} - 1`` (``bh2``). With ``predict_x0=False`` the same
+formulas interpolate eps (``h -> -h`` in ``B``, noise moments). ``D_{i+1}`` is the model output at
 the predicted point, reused by the next predictor, so NFE = steps; the last point is not
 corrected. ``lower_order_final`` lowers the order to the steps left (diffusers' rule).
 """
@@ -30,6 +31,7 @@ from diffkit.samplers.log_snr import (
     MultistepPlan,
     log_snr_steps,
     phi,
+    phi_noise,
     run_multistep,
     stack_steps,
     weighted,
@@ -55,13 +57,21 @@ def unipc_plan(
     solver_type: SolverType = "bh2",
     corrector: bool = True,
     lower_order_final: bool = True,
+    predict_x0: bool = True,
     nodes: int = 32,
 ) -> MultistepPlan:
     """The float64 plan of UniPC-``order`` on ``times``."""
-    st = log_snr_steps(sde, times, order + 1, nodes=nodes)
+    target = "x0" if predict_x0 else "eps"
+    st = log_snr_steps(sde, times, order + 1, target=target, nodes=nodes)
     h = st.h
-    b_ratio = h / phi(h, 0) if solver_type == "bh1" else torch.ones_like(h)  # B(h)/(e^-h - 1)
+    phi_1 = phi(h, 0) if predict_x0 else phi_noise(h, 0)  # |e^{-+h} - 1|
+    b_ratio = h / phi_1 if solver_type == "bh1" else torch.ones_like(h)  # B(h) / (h phi_1)
     orders = unipc_orders(len(times) - 1, order, lower_order_final)
+    if orders[-1] > 1 and bool(torch.isinf(st.lam[-1]).any()):
+        raise ValueError(
+            f"UniPC: the last step goes to zero noise, where an order-{orders[-1]} step is "
+            "undefined; use lower_order_final=True or a grid with t_min > 0"
+        )
     predict = [_extra(st, b_ratio, i, o, corrector=False) for i, o in enumerate(orders)]
     rows = []
     for i, terms in enumerate(predict):
@@ -69,7 +79,7 @@ def unipc_plan(
         row[0] = st.moments[0][i] + (row[0] if row[0] is not None else st.moments[0][i] * 0.0)
         rows.append(row)
     weights = stack_steps(rows, st.moments[0])
-    plan = MultistepPlan(times, st.psi_hat, weights, orders)
+    plan = MultistepPlan(times, st.psi_hat, weights, orders, target=target, factor=st.factor)
     if corrector:
         correct_rows: list[list[LinearOp | None]] = [[None]]
         for i in range(1, len(orders)):
@@ -78,13 +88,20 @@ def unipc_plan(
             correct_rows.append(_spread(c, shift=1, minus=p))
         correct = stack_steps(correct_rows, st.moments[0])
         plan = MultistepPlan(
-            times, st.psi_hat, weights, orders, correct=correct, correct_order=[0, *orders[:-1]]
+            times,
+            st.psi_hat,
+            weights,
+            orders,
+            target=target,
+            factor=st.factor,
+            correct=correct,
+            correct_order=[0, *orders[:-1]],
         )
     for w in [*plan.weights, *(plan.correct or [])]:
         if not bool(torch.isfinite(w.coef).all()):
             raise ValueError(
-                "UniPC: non-finite coefficients on this grid (a step of order > 1 into zero "
-                "noise); use lower_order_final=True or a grid with t_min > 0"
+                "UniPC: non-finite coefficients on this grid (B(h) = h into zero noise); use "
+                "solver_type='bh2', lower_order_final=True or a grid with t_min > 0"
             )
     return plan
 
@@ -155,6 +172,8 @@ class UniPC(Sampler):
         solver_type: ``bh1`` (B(h) = h) or ``bh2`` (B(h) = e^h - 1).
         corrector: apply UniC (free: it reuses the next model output).
         lower_order_final: lower the last steps' orders to the steps left (diffusers' rule).
+        predict_x0: interpolate the data prediction (``True``) or eps (``False``, with the
+            noise moments of :mod:`.log_snr`; needs ``t_min > 0``).
         quadrature_nodes: Gauss-Legendre nodes per step for CLD's moments.
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.
@@ -170,6 +189,7 @@ class UniPC(Sampler):
         solver_type: SolverType = "bh2",
         corrector: bool = True,
         lower_order_final: bool = True,
+        predict_x0: bool = True,
         quadrature_nodes: int = 32,
         denoise_final: bool = False,
         progress: bool = False,
@@ -183,6 +203,7 @@ class UniPC(Sampler):
             raise ValueError(f"UniPC.quadrature_nodes must be >= 2, got {quadrature_nodes}")
         self.order, self.solver_type, self.corrector = int(order), solver_type, bool(corrector)
         self.lower_order_final, self.quadrature_nodes = bool(lower_order_final), quadrature_nodes
+        self.predict_x0 = bool(predict_x0)
 
     def check_sde(self, sde: LinearSDE) -> None:
         if not has_factor(sde, "R"):
@@ -196,6 +217,7 @@ class UniPC(Sampler):
             self.solver_type,
             self.corrector,
             self.lower_order_final,
+            self.predict_x0,
             self.quadrature_nodes,
         )
 
@@ -209,4 +231,7 @@ class UniPC(Sampler):
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        return run_multistep(model, u, plan, name="unipc", draw=torch.randn_like, on_step=on_step)
+        def draw(x: Tensor) -> Tensor:  # unused: UniPC is deterministic
+            return self.noise(x, generator)
+
+        return run_multistep(model, u, plan, name="unipc", draw=draw, on_step=on_step)

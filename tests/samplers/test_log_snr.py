@@ -76,7 +76,8 @@ def test_first_order_members_are_ddim(name: str, gaussian_score) -> None:
 
 
 def test_cld_moments_match_adaptive_quadrature() -> None:
-    """``M_k = int_s^t R_s R_tau^{-1} 1/2 G G^T Sigma^{-1} A ((lambda - lambda_t)/h)^k dtau``;
+    """``M_k = int_s^t R_s R_tau^{-1} 1/2 G G^T Sigma^{-1} A ((lambda - lambda_t)/h)^k dtau``
+    (``lambda = -tau``);
     ``M_0`` is also ``A_s - R_s R_t^{-1} A_t`` in closed form."""
     sde = _sde("cld")
     times = time_grid(sde, 3, "log_snr")
@@ -90,7 +91,7 @@ def test_cld_moments_match_adaptive_quadrature() -> None:
             tt = torch.tensor([tau], dtype=torch.float64)
             g, k = sde.diffusion_op(tt), sde.kernel(tt)
             w = r_s @ noise_factor(sde, tt, "R").inv() @ (g @ g.T) @ k.cov.inv() @ k.mean_op
-            x = (-sde.noise_level(tt).log().item() - lam_t) / h
+            x = (-tau - lam_t) / h  # lambda = -t on 2x2 blocks
             return np.concatenate([0.5 * w.coef[0].numpy().reshape(-1) * x**j for j in range(3)])
 
         ref, _ = quad_vec(f, s, t, epsabs=1e-14, epsrel=1e-12)

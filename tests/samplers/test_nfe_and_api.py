@@ -104,7 +104,7 @@ def test_invalid_options_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"DEIS\.order"):
         DEIS(order=4)
     with pytest.raises(ValueError, match="variant"):
-        DEIS(variant="logrho")
+        DEIS(variant="lambda")
     with pytest.raises(ValueError, match="GDDIM"):
         GDDIM(lam=0.5, order=2)
     with pytest.raises(ValueError, match=r"DPMSolver\.order"):
@@ -112,7 +112,7 @@ def test_invalid_options_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"DPMSolver\.solver_type"):
         DPMSolver(solver_type="bh2")
     with pytest.raises(ValueError, match=r"DPMSolver\.algorithm"):
-        DPMSolver(algorithm="dpmsolver")
+        DPMSolver(algorithm="dpm-solver")
     with pytest.raises(ValueError, match=r"UniPC\.order"):
         UniPC(order=0)
     with pytest.raises(ValueError, match=r"UniPC\.solver_type"):

@@ -2,7 +2,8 @@
 
 Gaussian data ``N(0, diag LAM)`` under VP: the exact PF-ODE maps ``u_T`` to
 ``u_T sqrt(C_s / C_T)`` per eigendirection (``C_t = alpha_t^2 LAM + sigma_t^2``), so the error of
-every deterministic sampler is computed without any reference solver (samplers.md §12, §14).
+every deterministic sampler is computed without any reference solver
+(docs/background/samplers.md#exactness).
 """
 
 from __future__ import annotations
@@ -49,12 +50,21 @@ CASES = {
         for bh in ("bh1", "bh2")
     },
     **{f"unip{p}": (partial(UniPC, order=p, corrector=False), p) for p in (2, 3)},
+    **{
+        f"dpm_solver{k}_eps": (
+            partial(DPMSolver, order=k, solver_type="heun", algorithm="dpmsolver"),
+            k,
+        )
+        for k in (2, 3)
+    },
+    "unipc2_eps": (partial(UniPC, order=2, predict_x0=False, lower_order_final=False), 3),
+    **{f"deis_logrho{r}": (partial(DEIS, order=r, variant="logrho"), r + 1) for r in range(4)},
 }
 
 
-# Third-order DPM-Solver++ with the Taylor weights is pre-asymptotic at these NFE: its error
+# Third-order DPM-Solver(++) with the Taylor weights is pre-asymptotic at these NFE: its error
 # falls faster than h^3 (slope 4.2 from 80 to 160 steps, 3.6 from 160 to 320).
-SLOPE_RANGE = {"dpm_solver3_heun": (2.9, 4.5)}
+SLOPE_RANGE = {"dpm_solver3_heun": (2.9, 4.5), "dpm_solver3_eps": (2.9, 4.5)}
 
 
 def _errors(make, gaussian_score) -> list[float]:
@@ -84,7 +94,8 @@ def test_deterministic_order(name: str, gaussian_score) -> None:
 
 
 def test_error_falls_with_order(gaussian_score) -> None:
-    """At a fixed NFE, DEIS's error falls with the extrapolation degree (samplers.md §7)."""
+    """At a fixed NFE, DEIS's error falls with the extrapolation degree
+    (docs/background/samplers.md#deis)."""
     errs = [_errors(CASES[f"deis_tab{r}"][0], gaussian_score)[0] for r in range(4)]
     assert errs == sorted(errs, reverse=True), errs
 
