@@ -3,8 +3,8 @@
 Data ``N(0, diag(lambda))`` with the CIFAR-10 covariance spectrum (shipped with diffkit,
 :func:`diffkit.gaussian.cifar10_spectrum`; pixels in [-1, 1]) or the synthetic GRF32
 spectrum ``lambda_{c,i,j} = 100 / (1 + i^2 + j^2)^1.5`` (DCT-diagonal, so it also serves the
-blurring SDE) [docs/background/samplers.md#exact-testing-by-covariance-propagation]. The score is
-the exact linear one. Every sampler used here is linear in the state, so it maps Gaussians to
+blurring SDE) [docs/background/samplers.md#exactness]. The score is the exact
+linear one. Every sampler used here is linear in the state, so it maps Gaussians to
 Gaussians; :func:`diffkit.gaussian.propagate` runs the *real sampler code* on a few deterministic
 rows per eigendirection and computes the output law exactly (stochastic multistep samplers:
 :func:`propagate_noise_rows`).

@@ -1,4 +1,5 @@
-"""Exact Gaussian data: the closed-form score of ``N(mean, C)`` under any linear SDE, exact
+"""Exact Gaussian data: the closed-form score of ``N(mean, C)`` (and the score model of
+Gaussian-mixture data, :class:`ExactScoreModel`) under any linear SDE, exact
 covariance propagation of a sampler's output law, its W2 and KL to the data, and the covariance
 spectra used as Gaussian stand-ins for image data (CIFAR-10, GRF32).
 
@@ -8,11 +9,12 @@ per eigendirection (no Monte Carlo); see :mod:`diffkit.gaussian.propagation`.
 """
 
 from diffkit.gaussian.propagation import Modes, kl_to_data, mode_cov, propagate, w2_to_data
-from diffkit.gaussian.score import GaussianScore, data_cov
+from diffkit.gaussian.score import ExactScoreModel, GaussianScore, data_cov
 from diffkit.gaussian.spectra import SPECTRA, cifar10_spectrum, grf32_spectrum, load_spectrum
 
 __all__ = [
     "SPECTRA",
+    "ExactScoreModel",
     "GaussianScore",
     "Modes",
     "cifar10_spectrum",

@@ -6,9 +6,13 @@ learned samples; with Gaussian data the objective is exact].
 
 Parameterisation (monotone by construction): with ``lambda(t) = -log rho(t)`` (``rho`` the SDE's
 noise level, increasing in t), the grid is ``lambda_0 = lambda(t_max) < lambda_1 < ... <
-lambda_N = lambda(t_min)`` with increments ``softmax(z) * (lambda_N - lambda_0)``; ``z = 0`` is
-the log-SNR grid. The end points are fixed: ``t_max`` (default T) is where the prior is the start
-law, and ``t_min`` is the truncation time, the lowest time a trained network is asked about.
+lambda_N = lambda(t_min)`` with increments ``(f / N + (1 - f) softmax(z)) (lambda_N - lambda_0)``
+(``f = 1e-3`` keeps every step open); ``z = 0`` is the log-SNR grid. The end points are fixed:
+``t_max`` (default T) is where the prior is the start law, and ``t_min`` is the truncation time,
+the lowest time a trained network is asked about.
+
+Caveat: a spectrum with few distinct eigenvalues (low-dimensional data) can be matched exactly
+by many grids that are poor for the real, non-Gaussian data; prefer broad spectra (images).
 Times come back through the SDE's ``t_from_noise_level`` with one implicit-function step, so the
 gradient is exact even where that inverse is computed by bisection.
 """
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["GridObjective", "OptimizedGrid", "optimize_grid"]
 
 Metric = Literal["w2", "kl"]
+#: Share of the log-level range spread evenly over the steps, so no step collapses to zero.
+MIN_FRACTION = 1e-3
 
 
 @dataclass
@@ -92,8 +98,9 @@ class GridObjective:
 
     def __call__(self, times: Tensor) -> Tensor:
         """The metric (0-d float64) of the sampler run on ``times`` (differentiable)."""
-        cov, self.nfe = propagate(self.sampler, self.sde, self.model, self.start, self.modes,
-                                  times=times)  # fmt: skip
+        cov, self.nfe = propagate(
+            self.sampler, self.sde, self.model, self.start, self.modes, times=times
+        )
         fn = w2_to_data if self.metric == "w2" else kl_to_data
         return fn(self.lam, cov, self.weights)
 
@@ -105,7 +112,8 @@ class GridObjective:
     def times_from_logits(self, z: Tensor, lam0: Tensor, lam1: Tensor) -> Tensor:
         """Grid from free logits ``z`` ``(N,)`` and fixed end levels (``lambda`` of t_max and
         t_min), end points exact."""
-        inc = torch.softmax(z, 0) * (lam1 - lam0)
+        n = z.numel()
+        inc = (MIN_FRACTION / n + (1 - MIN_FRACTION) * torch.softmax(z, 0)) * (lam1 - lam0)
         inner = lam0 + torch.cumsum(inc, 0)[:-1]
         t_inner = _t_from_level(self.sde, (-inner).exp())
         t0, t1 = _t_from_level(self.sde, (-torch.stack([lam0, lam1])).exp()).detach()
@@ -153,11 +161,17 @@ def optimize_grid(
         initial = float(objective(t_init))
     levels = objective.log_levels(t_init)
     lam0, lam1 = levels[0], levels[-1]
-    z = torch.diff(levels).log().clone().requires_grad_(True)
+    share = torch.diff(levels) / (lam1 - lam0)
+    z = (share - MIN_FRACTION / sampler.steps).clamp_min(1e-12).log().clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
-        [z], lr=1.0, max_iter=iterations, tolerance_grad=1e-12, tolerance_change=tolerance,
-        history_size=20, line_search_fn="strong_wolfe",
-    )  # fmt: skip
+        [z],
+        lr=1.0,
+        max_iter=iterations,
+        tolerance_grad=1e-12,
+        tolerance_change=tolerance,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
     history: list[float] = []
 
     def closure() -> Tensor:

@@ -299,8 +299,9 @@ class Sampler(abc.ABC):
         """
         grad = times is not None and times.requires_grad and torch.is_grad_enabled()
         with torch.set_grad_enabled(grad):
-            return self._sample(model, sde, shape, generator, u_T, device, dtype,
-                                record_trajectory, callback, times)  # fmt: skip
+            return self._sample(
+                model, sde, shape, generator, u_T, device, dtype, record_trajectory, callback, times
+            )
 
     def _sample(
         self,

@@ -3,8 +3,8 @@
 A grid is named (``uniform``, ``quadratic``, ``log_snr``, ``karras`` = ``edm``), given inline as
 a list of times, or read from a **grid file**: a small JSON object whose ``times`` list holds the
 ``steps + 1`` decreasing times (``diffkit schedule`` writes one, with metadata: sampler, order,
-NFE, spectrum, the W2 it reached). Formulas: uniform and power grids [DEIS code]; log-SNR
-[DPM-Solver, 2206.00927]; Karras [EDM, 2206.00364, Table 1: rho = 7 spacing of the noise level].
+NFE, spectrum, the W2 it reached). Formulas: docs/background/samplers.md#grids [DEIS code; EDM,
+2206.00364, Table 1 (rho = 7 spacing of the noise level); DPM-Solver, 2206.00927].
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Fixtures of the sampler tests: the exact Gaussian score model (:class:`diffkit.gaussian.
-GaussianScore`) and an exact noise-row variance of stochastic loops (float64, any linear SDE)."""
+GaussianScore`; docs/background/sdes.md#exact-scores) and an exact noise-row variance of
+stochastic loops (float64, any linear SDE)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Contract checks every :class:`~diffkit.samplers.base.Sampler` (built-in or plugin) must pass.
 
 The checks drive only :meth:`Sampler.sample` and :meth:`Sampler.expected_nfe`, with the exact
-score of Gaussian data ``N(0, diag lam)`` (:class:`~diffkit.sdes.exact.ExactScoreModel`) under
+score of Gaussian data ``N(0, diag lam)`` (:class:`~diffkit.gaussian.score.ExactScoreModel`) under
 a scalar SDE (default :class:`~diffkit.sdes.vp.VPSDE`):
 
 1. **exactness**: with the exact score every sampler step is linear in the start state and in
@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.prediction import Prediction, ScoreModel
 from diffkit.samplers.base import Sampler
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.exact import Gaussian
 
 __all__ = [
     "SamplerContract",
