@@ -359,7 +359,7 @@ def run_job(
 
 # ----------------------------------------------------------------------------- optimised grids
 #: Samplers whose grid is optimised per NFE (the best families on the fixed grids).
-OPT_SAMPLERS = ["deis_tab3", "dpm_solver3", "unipc3_bh1"]
+OPT_SAMPLERS = ["deis_logrho3", "dpm_solver3", "unipc3_bh1"]
 OPT_NFES = [5, 10, 20]
 
 
