@@ -274,6 +274,33 @@ SAMPLERS: dict[str, Spec] = {
         for bh in ("bh1", "bh2")
     },
     "unipc2_bh2_nocorr": Spec(UniPC, {"order": 2, "corrector": False}, "bh2 UniP only", 2, 1),
+    **{
+        f"unipc3_{bh}_nolof": Spec(
+            UniPC, {"order": 3, "solver_type": bh, "lower_order_final": False}, bh, 3, 1
+        )
+        for bh in ("bh1", "bh2")
+    },
+    **{
+        f"dpm_solver_eps{k}": Spec(DPMSolver, {"order": k, "algorithm": "dpmsolver"}, "eps", k, 1)
+        for k in (1, 2, 3)
+    },
+    **{
+        f"unipc{k}_{bh}_eps": Spec(
+            UniPC, {"order": k, "solver_type": bh, "predict_x0": False}, f"{bh} eps", k, 1
+        )
+        for k in (1, 2, 3)
+        for bh in ("bh1", "bh2")
+    },
+    **{
+        f"unipc3_{bh}_eps_nolof": Spec(
+            UniPC,
+            {"order": 3, "solver_type": bh, "predict_x0": False, "lower_order_final": False},
+            f"{bh} eps",
+            3,
+            1,
+        )
+        for bh in ("bh1", "bh2")
+    },
     **(
         {
             f"deis_logrho{k}": Spec(DEIS, {"order": k, "variant": "logrho"}, "logrho", k, 1)
