@@ -1060,6 +1060,70 @@ SUMMARY = [("cifar10", "vp"), ("cifar10", "cld"), ("grf32", "blur")]
 SUMMARY_NFES = [5, 10, 15, 20, 50, 100]
 
 
+#: Sampler families of the compact tables (name prefix -> family), most specific first.
+FAMILIES = [
+    ("euler_maruyama", "Euler-Maruyama (lam=1)"),
+    ("euler_ode", "Euler (PF-ODE)"),
+    ("ei", "exponential integrator"),
+    ("heun", "Heun"),
+    ("ddim_eta1", "DDIM eta=1"),
+    ("ddim", "DDIM"),
+    ("deis_tab", "DEIS tAB"),
+    ("deis_rhoab", "DEIS rhoAB"),
+    ("deis_logrho", "DEIS logrho"),
+    ("gddim_lam1", "gDDIM lam=1"),
+    ("gddim", "gDDIM (R)"),
+    ("dpm_solver_eps", "DPM-Solver (eps)"),
+    ("dpm_solver", "DPM-Solver++ (x0)"),
+    ("sde_dpm_solver", "SDE-DPM-Solver++"),
+    ("unipc", "UniPC"),
+]
+
+
+def family(name: str) -> str:
+    """The family of a sampler row name (UniPC split by prediction)."""
+    label = next(f for prefix, f in FAMILIES if name.startswith(prefix))
+    if label == "UniPC":
+        label += " (eps)" if "_eps" in name else " (x0)"
+    return label
+
+
+def family_markdown(rows: list[dict], data: str, sde: str, nfes: list[int]) -> str:
+    """Best W2 per sampler family and NFE (over its members' orders / variants and the fixed
+    grids), with the member and grid of each best; then the best fixed and optimised grids."""
+    mine = [
+        r
+        for r in rows
+        if (r["data"], r["sde"]) == (data, sde) and "nfe_budget" in r and math.isfinite(r["w2"])
+    ]
+    if not mine:
+        return ""
+    out = ["| family | " + " | ".join(f"NFE {n}" for n in nfes) + " |"]
+    out.append("|---" * (len(nfes) + 1) + "|")
+    fams = list(dict.fromkeys(family(r["sampler"]) for r in mine if r["grid"] != "optimized"))
+    for fam in fams:
+        cells = []
+        for n in nfes:
+            b = _best(
+                mine,
+                n,
+                lambda r, f=fam: family(r["sampler"]) == f and r["grid"] != "optimized",
+            )
+            cells.append(f"{b['w2']:.3g} ({b['sampler']}, {b['grid']})" if b else "-")
+        out.append(f"| {fam} | " + " | ".join(cells) + " |")
+    for label, keep in (
+        ("**best, fixed grid**", lambda r: r["grid"] != "optimized"),
+        ("**best, optimised grid**", lambda r: r["grid"] == "optimized"),
+    ):
+        cells = []
+        for n in nfes:
+            b = _best(mine, n, keep)
+            cells.append(f"**{b['w2']:.3g}** ({b['sampler']})" if b else "-")
+        if any(c != "-" for c in cells):
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def summary_markdown(rows: list[dict]) -> str:
     """Per panel: each sampler's best grid per NFE budget, and the best fixed / optimised grid."""
     out = []
@@ -1099,7 +1163,12 @@ def markdown(rows: list[dict], pg: list[dict], nfes: list[int]) -> str:
     out.append("W2 to the data law N(0, diag lambda), exact (covariance propagation of the real")
     out.append("sampler code; no Monte Carlo). Start: the SDE's prior. Columns: NFE.")
     out.append("")
-    out += ["## Summary", "", summary_markdown(rows), ""]
+    out += ["## Summary: best per sampler family", ""]
+    for data, sde in SUMMARY:
+        table = family_markdown(rows, data, sde, SUMMARY_NFES)
+        if table:
+            out += [f"### {data} / {sde}", "", table]
+    out += ["## Summary: best grid per sampler", "", summary_markdown(rows), ""]
     keys = sorted({(r["data"], r["sde"], r["grid"]) for r in rows})
     for data, sde, grid in keys:
         out.append(f"## {data} / {sde} / {grid} grid")
@@ -1298,6 +1367,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-nfe", type=int, default=1000, help="largest NFE of the matrix")
     parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only rewrite samplers.md and the plot into --out from this samplers.json",
+    )
+    parser.add_argument(
         "--diffusers-rows",
         type=Path,
         default=None,
@@ -1315,6 +1390,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.render is not None:
+        render(args.render, args.out)
+        return
     t0 = time.perf_counter()
     nfes = [10] if args.quick else [5, 10, 15, 20, 50, 100, 250, 1000]
     nfes = [n for n in nfes if n <= args.max_nfe]
@@ -1374,6 +1452,22 @@ def main(argv: list[str] | None = None) -> None:
     if rows:
         plot(rows, args.out / "samplers_w2.png")
     print(f"wrote {args.out} in {wall:.1f} s")
+
+
+def render(path: Path, out: Path) -> None:
+    """Markdown and plot of an earlier run's JSON (no sampling)."""
+    payload = json.loads(path.read_text())
+    all_rows = payload["rows"]
+    ddpm = [r for r in all_rows if r["sde"] == "vp_ddpm"]
+    rows = [r for r in all_rows if r["sde"] != "vp_ddpm"]
+    nfes = sorted({r["nfe_budget"] for r in rows if "nfe_budget" in r})
+    text = markdown(rows, payload.get("pierret_galerne", []), nfes) if rows else ""
+    if ddpm:
+        text += "\n" + ddpm_markdown(ddpm, payload.get("diffusers_sweep"), payload["wall_seconds"])
+    text += f"\nWall time {payload['wall_seconds']:.0f} s; {payload['machine']}.\n"
+    (out / "samplers.md").write_text(text)
+    if rows:
+        plot(rows, out / "samplers_w2.png")
 
 
 def _result(fut) -> list[dict]:
