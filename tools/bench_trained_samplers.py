@@ -149,11 +149,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--digits-epochs", type=int, default=None, help="shorter digits training")
     parser.add_argument("--num_samples", type=int, default=2000, help="samples per run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--samplers",
+        type=str,
+        default="",
+        help="comma-separated sampler rows of bench_samplers.SAMPLERS (default: all)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     ckpts = {"toy": args.toy, "digits": args.digits}
     samplers = [s for s in SAMPLERS if s not in SKIP]
+    if args.samplers:
+        samplers = args.samplers.split(",")
+        unknown = [s for s in samplers if s not in SAMPLERS]
+        if unknown:
+            parser.error(f"--samplers: unknown {unknown}; choose from {', '.join(SAMPLERS)}")
     nfes, n = NFES, args.num_samples
     if args.quick:
         ckpts = {"toy": args.toy}
