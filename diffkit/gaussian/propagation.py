@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from diffkit.prediction import ScoreModel
     from diffkit.samplers.base import Sampler
 
-__all__ = ["Modes", "kl_to_data", "mode_cov", "propagate", "w2_to_data"]
+__all__ = ["Modes", "kl_to_data", "mode_cov", "noise_row_variance", "propagate", "w2_to_data"]
 
 
 class Modes:
@@ -133,6 +133,53 @@ def propagate(
     finally:
         sampler.noise_source = None
     return cov[0], res.nfe
+
+
+def noise_row_variance(
+    sampler: Sampler,
+    model: ScoreModel,
+    sde: LinearSDE,
+    start_var: Tensor,
+    draws: int | None = None,
+) -> tuple[Tensor, int, Tensor]:
+    """Exact per-coordinate output variance of a sampler on data ``(d,)`` whose exact score is
+    diagonal (scalar SDEs), for any loop linear in ``(u_T, z_1, ..., z_draws)`` (stochastic
+    multistep samplers included), through the real loop: batch row 0 carries ``sqrt(start_var)``
+    and no noise, row ``k`` only the ``k``-th noise draw (a unit vector, via ``noise_source``).
+
+    ``draws``: the number of noise draws (default: counted by a first, noise-free run).
+    Returns the variance ``(d,)``, the draws made and the grid used.
+    """
+    d = start_var.shape[0]
+    if draws is None:
+        calls = [0]
+
+        def count(u: Tensor) -> Tensor:
+            calls[0] += 1
+            return torch.zeros_like(u)
+
+        sampler.noise_source = count
+        try:
+            sampler.sample(model, sde, (1, d), u_T=torch.zeros(1, d, dtype=torch.float64))
+        finally:
+            sampler.noise_source = None
+        draws = calls[0]
+    u_T = torch.zeros(draws + 1, d, dtype=torch.float64)
+    u_T[0] = start_var.sqrt()
+    made = [0]
+
+    def unit_rows(u: Tensor) -> Tensor:
+        made[0] += 1
+        z = torch.zeros_like(u)
+        z[made[0]] = 1.0
+        return z
+
+    sampler.noise_source = unit_rows
+    try:
+        res = sampler.sample(model, sde, (draws + 1, d), u_T=u_T, dtype=torch.float64)
+    finally:
+        sampler.noise_source = None
+    return res.u.reshape(draws + 1, d).pow(2).sum(0), made[0], res.times
 
 
 def _data_var(cov: Tensor) -> Tensor:
