@@ -155,4 +155,4 @@ def test_sweep_plan_covers_every_scheduler_and_merges_grids(bench) -> None:
     assert counts["distinct_runs"] == len(runs) < counts["configurations"]
     assert sum(r[4] for r in runs) + counts["unsupported"] == counts["configurations"]
     algos = {r[1].get("algorithm_type") for r in runs if r[0] == "DPMSolverMultistepScheduler"}
-    assert algos == {"dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"}
+    assert algos == {"dpmsolver++", "dpmsolver", "sde-dpmsolver++"}
