@@ -343,10 +343,10 @@ class Registry:
                     others = ", ".join(f"{q.source} -> {q.target}" for q in found if q is not p)
                     why = f"also registered by {others}; use the full class path"
                     status = "ambiguous"
-                else:
-                    broken = not NAME_PATTERN.match(key) or fail
-                    ok = p.target in self._loaded
-                    status, why = ("broken" if broken else "ok" if ok else "not loaded"), None
+                else:  # an invalid name stays broken even after its target imported
+                    invalid, ok = not NAME_PATTERN.match(key), p.target in self._loaded
+                    status = "broken" if invalid or fail else "ok" if ok else "not loaded"
+                    why = f"ValueError: invalid name {key!r}" if invalid and not fail else None
                 if why is not None:
                     err = f"{why}; {err}" if err else why
                 out.append(Entry(self.kind, key, p.target, p.source, status, err))
