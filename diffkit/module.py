@@ -8,9 +8,10 @@ global step)``, so a resumed run draws exactly the noise and times of an uninter
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -18,12 +19,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from diffkit.denoisers.base import Denoiser, DenoiserSpec
+from diffkit.guidance import NULL_CLASS, GuidedModel
 from diffkit.losses.base import Loss, LossOutput
 from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.samplers.base import Sampler, SampleResult
 from diffkit.samplers.ddim import DDIM
 from diffkit.sdes.base import LinearSDE
 from diffkit.seeding import step_generator
+from diffkit.thresholding import ThresholdedModel
 
 __all__ = ["DiffusionModule", "SharedRef", "step_generator"]
 
@@ -54,6 +57,17 @@ class DiffusionModule(L.LightningModule):
         optimizer: optimizer factory ``params -> Optimizer``.
         lr_scheduler: scheduler factory ``optimizer -> LRScheduler`` (stepped every step), or None.
         seed: base seed of the per-(rank, step) training generators and of default sampling.
+        data_range: ``(low, high)`` of the data values, or ``None`` when unbounded (the CLI
+            links it from the datamodule; images: ``(-1, 1)``).
+        thresholding: x0 thresholding when sampling (:mod:`diffkit.thresholding`): ``auto``
+            (``static`` when ``data_range`` is known and the SDE acts on the data itself, else
+            ``none``), ``none``, ``static`` (clip) or ``dynamic`` (Imagen).
+        threshold_percentile: ``p`` of dynamic thresholding.
+        threshold_max: upper bound of the dynamic scale ``s`` (``None``: unbounded).
+        label_dropout: fraction of training labels replaced by the "no class" label (class-
+            conditional models), which classifier-free guidance needs.
+        guidance_scale: default classifier-free guidance scale ``w`` of :meth:`sample` for
+            conditional models (1: the conditional model; see :mod:`diffkit.guidance`).
 
     Attributes:
         sde, net (raw denoiser), model (the score model, a ``Parameterization``), loss, sampler.
@@ -70,6 +84,12 @@ class DiffusionModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         seed: int = 0,
+        data_range: tuple[float, float] | None = None,
+        thresholding: Literal["auto", "none", "static", "dynamic"] = "auto",
+        threshold_percentile: float = 0.995,
+        threshold_max: float | None = None,
+        label_dropout: float = 0.0,
+        guidance_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self._bins: Tensor | None = None  # (sums, counts) of the loss per t-bin, this epoch
@@ -93,6 +113,22 @@ class DiffusionModule(L.LightningModule):
             raise TypeError(
                 f"DiffusionModule.sampler must be a Sampler, got {type(sampler).__name__}"
             )
+        self.data_range, self.thresholding = _check_thresholding(
+            sde, data_range, thresholding, threshold_percentile, threshold_max
+        )
+        self.threshold_percentile, self.threshold_max = float(threshold_percentile), threshold_max
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(
+                f"DiffusionModule.label_dropout must lie in [0, 1), got {label_dropout}"
+            )
+        if label_dropout > 0 and num_classes is None:
+            raise ValueError(
+                "DiffusionModule.label_dropout > 0 needs class labels: set num_classes (a "
+                "datamodule with conditional: true links it) or label_dropout: 0"
+            )
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"DiffusionModule.guidance_scale must be finite, got {guidance_scale}")
+        self.label_dropout, self.guidance_scale = float(label_dropout), float(guidance_scale)
         sde_name = type(sde).__name__
         _check("sde", sde_name, lambda: sde.check_data_shape(data_shape))
         _check("loss", type(loss).__name__, lambda: loss.check_sde(sde))
@@ -144,19 +180,27 @@ class DiffusionModule(L.LightningModule):
                 del hparams[key]
 
     # ------------------------------------------------------------------ training
-    def _cond(self, batch: dict[str, Tensor]) -> Tensor | None:
-        return batch.get("y") if self.num_classes is not None else None
+    def _cond(self, batch: dict[str, Tensor], step: int | None = None) -> Tensor | None:
+        """The labels of ``batch`` (``None`` for unconditional models); at training ``step``, a
+        ``label_dropout`` fraction of them is replaced by the "no class" label."""
+        y = batch.get("y") if self.num_classes is not None else None
+        if y is None or step is None or self.label_dropout == 0:
+            return y
+        drop = torch.rand(y.shape, generator=self._generator(step, stream=2), device=y.device)
+        return torch.where(drop < self.label_dropout, torch.full_like(y, NULL_CLASS), y)
 
     def _generator(self, step: int, stream: int) -> torch.Generator:
         return step_generator(self.seed, self.global_rank, step, stream=stream, device=self.device)
 
-    def _loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> LossOutput:
-        x0 = batch["x"]
-        return self.loss(self.model, self.sde, x0, self._cond(batch), generator=generator)
+    def _loss(
+        self, batch: dict[str, Tensor], generator: torch.Generator, cond: Tensor | None
+    ) -> LossOutput:
+        return self.loss(self.model, self.sde, batch["x"], cond, generator=generator)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One step; noise and times from the (seed, rank, global step) generator."""
-        out = self._loss(batch, self._generator(self.global_step, stream=0))
+        """One step; noise, times and label dropout from (seed, rank, global step) generators."""
+        step = self.global_step
+        out = self._loss(batch, self._generator(step, stream=0), self._cond(batch, step))
         loss = out.loss.mean()
         self._raise_if_not_finite(loss, out.t, batch_idx)
         bs = out.loss.shape[0]
@@ -213,7 +257,7 @@ class DiffusionModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """``val/loss``; generator fixed by (seed, rank, batch index), comparable over epochs."""
-        out = self._loss(batch, self._generator(batch_idx, stream=1))
+        out = self._loss(batch, self._generator(batch_idx, stream=1), self._cond(batch))
         loss = out.loss.mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=out.loss.shape[0], sync_dist=True)
         return loss
@@ -273,6 +317,7 @@ class DiffusionModule(L.LightningModule):
         cond: Tensor | None = None,
         u_T: Tensor | None = None,
         ema: bool = True,
+        guidance_scale: float | None = None,
     ) -> SampleResult:
         """Draw ``n`` samples ``(n, *data_shape)`` in eval mode (EMA weights when present).
 
@@ -283,6 +328,11 @@ class DiffusionModule(L.LightningModule):
             u_T: initial states ``(n, *state_shape)``.
             ema: sample with the EMA weights when an EMA callback offers them; ``False``: this
                 module's live weights.
+            guidance_scale: classifier-free guidance scale with ``cond`` (default: the module's
+                ``guidance_scale``); each guided evaluation counts 2 NFE.
+
+        The score model is the module's, guided (``cond`` with a scale other than 1) and then
+        x0-thresholded (``thresholding``), for every sampler.
         """
         if n < 1:
             raise ValueError(f"sample: n must be >= 1, got {n}")
@@ -292,9 +342,7 @@ class DiffusionModule(L.LightningModule):
         dtype = next(module.parameters()).dtype
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(self.seed)
-        model: Any = module.model
-        if cond is not None:
-            model = module.model.conditioned(cond.to(device))
+        model = self.score_model(module.model, cond, guidance_scale)
         was_training = module.training
         module.eval()
         try:
@@ -309,6 +357,73 @@ class DiffusionModule(L.LightningModule):
             )
         finally:
             module.train(was_training)
+
+    def score_model(
+        self, model: Any, cond: Tensor | None = None, guidance_scale: float | None = None
+    ) -> Any:
+        """``model`` (a ``Parameterization``) as the score model sampling uses: labels ``cond``
+        ``(n,)`` bound or guided (:class:`~diffkit.guidance.GuidedModel`), then x0-thresholded
+        (:class:`~diffkit.thresholding.ThresholdedModel`) when ``thresholding`` is on."""
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        if cond is None and scale != 1.0 and self.num_classes is not None:
+            raise ValueError(
+                f"guidance_scale={scale} needs class labels: pass cond (e.g. --class_label)"
+            )
+        out: Any = model
+        if cond is not None:
+            cond = cond.to(next(model.parameters()).device)
+            out = GuidedModel(model, cond, scale) if scale != 1.0 else model.conditioned(cond)
+        if self.thresholding != "none" and self.data_range is not None:
+            out = ThresholdedModel(
+                out,
+                self.thresholding,  # type: ignore[arg-type]
+                self.data_range,
+                self.threshold_percentile,
+                self.threshold_max,
+            )
+        return out
+
+
+def _check_thresholding(
+    sde: LinearSDE,
+    data_range: tuple[float, float] | None,
+    thresholding: str,
+    percentile: float,
+    max_scale: float | None,
+) -> tuple[tuple[float, float] | None, str]:
+    """Validate the thresholding options; resolve ``auto``. Returns ``(data_range, kind)``."""
+    if thresholding not in ("auto", "none", "static", "dynamic"):
+        raise ValueError(
+            "DiffusionModule.thresholding must be 'auto', 'none', 'static' or 'dynamic', "
+            f"got {thresholding!r}"
+        )
+    if data_range is not None:
+        if len(data_range) != 2 or not float(data_range[0]) < float(data_range[1]):
+            raise ValueError(
+                f"DiffusionModule.data_range must be (low, high) with low < high, got {data_range}"
+            )
+        data_range = (float(data_range[0]), float(data_range[1]))
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(
+            f"DiffusionModule.threshold_percentile must lie in (0, 1], got {percentile}"
+        )
+    if max_scale is not None and max_scale < 1.0:
+        raise ValueError(f"DiffusionModule.threshold_max must be >= 1 or null, got {max_scale}")
+    if thresholding == "auto":
+        on = data_range is not None and sde.block == 1
+        return data_range, "static" if on else "none"
+    if thresholding != "none":
+        if data_range is None:
+            raise ValueError(
+                f"DiffusionModule.thresholding={thresholding!r} needs model.data_range (the "
+                "datamodule's, e.g. [-1, 1] for images): set it, or thresholding: none"
+            )
+        if sde.block != 1:
+            raise ValueError(
+                f"DiffusionModule.thresholding={thresholding!r} needs an SDE on the data itself; "
+                f"{type(sde).__name__} has (position, velocity) states: set thresholding: none"
+            )
+    return data_range, thresholding
 
 
 def _is_plain(value: Any) -> bool:

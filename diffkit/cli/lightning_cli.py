@@ -3,8 +3,8 @@
 The model is configured directly (``model: {sde: vp, denoiser: {class_path: resnet, ...}}``)
 and the data in subclass mode (``data: {class_path: gmm, init_args: {...}}``). Registered short
 names resolve because every registry's alias classes are materialised before the parser is
-built (``diffkit.registry.materialize_all``). The datamodule's ``data_shape`` and
-``num_classes`` are linked into the model at instantiation. The resolved config is written to
+built (``diffkit.registry.materialize_all``). The datamodule's ``data_shape``, ``num_classes``
+and ``data_range`` are linked into the model at instantiation. The resolved config is written to
 the run directory (see :mod:`diffkit.callbacks.run_summary`) with a header naming the diffkit
 version and the plugin distributions in use, which also go to the W&B config.
 """
@@ -171,6 +171,7 @@ class DiffkitCLI(LightningCLI):
         )
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.data_range", "model.data_range", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

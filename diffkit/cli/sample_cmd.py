@@ -61,6 +61,20 @@ def _add_sampling_args(parser: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     parser.add_argument("--batch_size", type=int, default=1000, help="samples per sampler call")
     parser.add_argument("--device", type=str, default="cpu", help="torch device")
+    parser.add_argument(
+        "--guidance_scale",
+        type=float | None,
+        default=None,
+        help="classifier-free guidance scale of a class-conditional model (1: conditional, "
+        "0: unconditional; each guided step costs 2 NFE); default: the checkpoint's",
+    )
+    parser.add_argument(
+        "--class_label",
+        type=int | None,
+        default=None,
+        help="class of every sample of a class-conditional model (default: labels cycle "
+        "0, 1, ..., num_classes - 1)",
+    )
 
 
 def load_module(path: str | Path, device: str = "cpu") -> Any:
@@ -75,20 +89,46 @@ def load_module(path: str | Path, device: str = "cpu") -> Any:
 
 
 def draw(
-    module: Any, n: int, *, sampler: Any = None, seed: int = 0, batch_size: int = 1000
+    module: Any,
+    n: int,
+    *,
+    sampler: Any = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+    guidance_scale: float | None = None,
+    class_label: int | None = None,
 ) -> tuple[torch.Tensor, int, float]:
-    """``n`` samples in batches (one seeded generator), the NFE per sample, the wall time."""
+    """``n`` samples in batches (one seeded generator), the NFE per sample, the wall time.
+
+    Class-conditional models get ``class_label`` for every sample, or labels cycling over the
+    classes, and classifier-free guidance with ``guidance_scale`` (default: the module's)."""
     if n < 1 or batch_size < 1:
         raise CommandError(f"num_samples and batch_size must be >= 1, got {n} and {batch_size}")
+    classes = getattr(module, "num_classes", None)
+    if not classes and (class_label is not None or guidance_scale not in (None, 1.0)):
+        raise CommandError(
+            "--class_label and --guidance_scale need a class-conditional model (trained with "
+            "data.init_args.conditional: true); this checkpoint is unconditional: drop them"
+        )
+    if class_label is not None and not 0 <= class_label < classes:
+        raise CommandError(
+            f"--class_label {class_label} is not a class of this model: use 0 .. {classes - 1}"
+        )
+    if guidance_scale is not None and not math.isfinite(guidance_scale):
+        raise CommandError(f"--guidance_scale must be a finite number, got {guidance_scale}")
     generator = torch.Generator(device=module.device).manual_seed(seed)
     out, nfe = [], 0
     start = time.perf_counter()
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         cond = None
-        if getattr(module, "num_classes", None):
-            cond = torch.arange(lo, hi, device=module.device) % module.num_classes
-        res = module.sample(hi - lo, sampler=sampler, generator=generator, cond=cond)
+        if classes:
+            cond = torch.arange(lo, hi, device=module.device) % classes
+            if class_label is not None:
+                cond = torch.full_like(cond, class_label)
+        res = module.sample(
+            hi - lo, sampler=sampler, generator=generator, cond=cond, guidance_scale=guidance_scale
+        )
         out.append(res.x.detach().cpu())
         nfe = int(res.nfe)
     return torch.cat(out), nfe, time.perf_counter() - start
@@ -164,7 +204,13 @@ def _sample(argv: list[str]) -> int:
     init = _instantiate(parser, cfg)
     module = load_module(init.checkpoint, init.device)
     x, nfe, seconds = draw(
-        module, init.num_samples, sampler=init.sampler, seed=init.seed, batch_size=init.batch_size
+        module,
+        init.num_samples,
+        sampler=init.sampler,
+        seed=init.seed,
+        batch_size=init.batch_size,
+        guidance_scale=init.guidance_scale,
+        class_label=init.class_label,
     )
     stem = Path(init.output)
     if stem.suffix in (".pt", ".png"):
@@ -180,6 +226,8 @@ def _sample(argv: list[str]) -> int:
             "seed": init.seed,
             "sampler": type(sampler).__name__,
             "checkpoint": str(init.checkpoint),
+            "guidance_scale": init.guidance_scale,
+            "class_label": init.class_label,
         },
         tensor_path,
     )
@@ -325,6 +373,8 @@ def _evaluate(argv: list[str]) -> int:
             sampler=init.sampler,
             seed=init.seed,
             batch_size=init.batch_size,
+            guidance_scale=init.guidance_scale,
+            class_label=init.class_label,
         )
     else:
         loaded = torch.load(init.source, map_location="cpu", weights_only=True)

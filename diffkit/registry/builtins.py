@@ -47,6 +47,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "gmm": "diffkit.data.gmm:GaussianMixtureDataModule",
         "toy2d": "diffkit.data.toy2d:Toy2DDataModule",
         "digits": "diffkit.data.images:DigitsDataModule",
+        "shapes": "diffkit.data.shapes:ShapesDataModule",
         "mnist": "diffkit.data.images:MNISTDataModule",
         "fashion_mnist": "diffkit.data.images:FashionMNISTDataModule",
         "cifar10": "diffkit.data.images:CIFAR10DataModule",

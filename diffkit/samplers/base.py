@@ -96,22 +96,25 @@ class CountingModel:
 
     ``model(u, t)`` evaluates at any time ``t`` ``(B,)``; with a grid ``times`` ``(N + 1,)``,
     ``model.at(u, i)`` evaluates at ``times[i]`` through :func:`diffkit.prediction.on_grid`
-    (precomputed conditioning; what samplers use on their own grid).
+    (precomputed conditioning; what samplers use on their own grid). A model that evaluates
+    its network more than once per call (classifier-free guidance) says so in
+    ``evaluations_per_call``, and each call counts that many.
     """
 
     def __init__(self, model: ScoreModel, times: Tensor | None = None) -> None:
         self.model, self.nfe = model, 0
+        self.cost = int(getattr(model, "evaluations_per_call", 1))
         self.grid: GridScoreModel | None = None if times is None else on_grid(model, times)
 
     def __call__(self, u: Tensor, t: Tensor) -> Prediction:
-        self.nfe += 1
+        self.nfe += self.cost
         return self.model(u, t)
 
     def at(self, u: Tensor, i: int) -> Prediction:
         """The prediction at the grid's ``i``-th time."""
         if self.grid is None:
             raise RuntimeError("CountingModel.at needs the grid: CountingModel(model, times)")
-        self.nfe += 1
+        self.nfe += self.cost
         return self.grid(u, i)
 
 
