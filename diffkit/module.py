@@ -9,9 +9,11 @@ global step)``, so a resumed run draws exactly the noise and times of an uninter
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import lightning as L
 import torch
@@ -28,7 +30,7 @@ from diffkit.sdes.base import LinearSDE
 from diffkit.seeding import step_generator
 from diffkit.thresholding import ThresholdedModel
 
-__all__ = ["DiffusionModule", "SharedRef", "step_generator"]
+__all__ = ["DiffusionModule", "SharedRef", "first_non_finite", "step_generator"]
 
 #: Number of equal-width time bins (fractions of ``T``) the training loss is also logged in.
 LOSS_TIME_BINS = 4
@@ -243,15 +245,25 @@ class DiffusionModule(L.LightningModule):
                 self.log(f"train/loss_t[{lo:.2f}-{hi:.2f}]", total / n, rank_zero_only=True)
 
     def _raise_if_not_finite(self, loss: Tensor, t: Tensor, batch_idx: int) -> None:
-        bad = (~torch.isfinite(loss.detach())).to(torch.float32)  # one host sync below
+        """Stop every rank together when any rank's loss is not finite, naming that rank.
+
+        Each rank contributes ``(flag, loss, t_min, t_max)``; with several ranks the rows are
+        all-gathered (one collective per step, one host sync), so the message quotes the rank
+        that saw the non-finite value, its value and its t-range, on every rank.
+        """
+        tt = t.detach().to(torch.float64)
+        value = loss.detach().to(torch.float64).reshape(())
+        row = torch.stack([(~torch.isfinite(value)).to(torch.float64), value, tt.min(), tt.max()])
+        rows = row[None]
         if self._trainer is not None and self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")  # every rank raises together
-        if bad.item() > 0:
-            tt = t.detach().double()
+            rows = self.trainer.strategy.all_gather(row).reshape(-1, 4)
+        found = first_non_finite(rows)
+        if found is not None:
+            rank, bad, lo, hi = found
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
-                f"batch index {batch_idx}, t in [{tt.min().item():.4g}, {tt.max().item():.4g}] "
-                f"(rank {self.global_rank}; a rank saw a non-finite loss, all stop). "
+                f"non-finite training loss ({bad}) on rank {rank} at global step "
+                f"{self.global_step}, batch index {batch_idx}, t in [{lo:.4g}, {hi:.4g}] "
+                f"(raised on rank {self.global_rank}; all ranks stop together). "
                 "Check the data for NaN/inf, lower the learning rate, or raise the SDE's t_min."
             )
 
@@ -261,6 +273,110 @@ class DiffusionModule(L.LightningModule):
         loss = out.loss.mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=out.loss.shape[0], sync_dist=True)
         return loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the diffkit version and a SHA-256 digest of every tensor (diffkit.checkpoint).
+
+        Lightning calls this hook last, after the callbacks (EMA) have written their state.
+        """
+        from diffkit.checkpoint import add_digest
+
+        add_digest(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Verify the digests before any weight is used (resume and ``load_from_checkpoint``).
+
+        Raises:
+            diffkit.checkpoint.CheckpointError: a tensor differs from the one saved.
+        """
+        from diffkit.checkpoint import loading_path, verify_digest
+
+        source = loading_path()
+        if source is None and self._trainer is not None:
+            source = self.trainer.ckpt_path
+        verify_digest(checkpoint, source or "checkpoint")
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> DiffusionModule:
+        """Lightning's ``load_from_checkpoint``, after :func:`diffkit.checkpoint.inspect_file`
+        recognised the file (no unpickling) and with its digests verified on load.
+
+        Raises:
+            diffkit.checkpoint.CheckpointError: not a diffkit checkpoint, or damaged.
+        """
+        from diffkit.checkpoint import inspect_file, load_error, loading
+
+        if not isinstance(checkpoint_path, str | Path) or "://" in str(checkpoint_path):
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        inspect_file(checkpoint_path)
+        with loading(checkpoint_path):
+            try:
+                return super().load_from_checkpoint(
+                    checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+                )
+            except pickle.UnpicklingError as err:  # e.g. weights_only refusing a global
+                raise load_error(checkpoint_path, err) from err
+
+    @classmethod
+    def load_for_sampling(
+        cls, path: str | Path, map_location: str = "cpu", *, sampler: Sampler | None = None
+    ) -> DiffusionModule:
+        """The module of a ``diffkit fit`` checkpoint, for sampling, in eval mode.
+
+        The file is recognised and its digests verified
+        (:func:`diffkit.checkpoint.read_checkpoint`). Only what sampling uses is built: the
+        SDE, the denoiser, the loss (it fixes the parameterisation) and the saved sampler unless
+        ``sampler`` replaces it; the optimizer and LR scheduler are not built, so a plugin that
+        is now broken or uninstalled matters only when its part is needed.
+
+        Raises:
+            diffkit.checkpoint.CheckpointError: not a verified diffkit checkpoint, or a needed
+                part cannot be built (the registry's one-line error).
+        """
+        from lightning.pytorch.cli import instantiate_module
+
+        from diffkit.checkpoint import CheckpointError, check_saved_part, read_checkpoint
+
+        checkpoint = read_checkpoint(path, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        if hparams.pop("_instantiator", None) is None:
+            raise CheckpointError(
+                f"{path} was saved by a DiffusionModule built in Python, whose parts (sde, "
+                "denoiser, ...) are not in the checkpoint; load it in Python with "
+                "DiffusionModule.load_from_checkpoint(path, sde=..., denoiser=...)"
+            )
+        for unused in ("_class_path", "optimizer", "lr_scheduler"):
+            hparams.pop(unused, None)
+        if sampler is not None:
+            hparams["sampler"] = None
+        for part in ("sde", "denoiser", "loss", "sampler"):
+            value = hparams.get(part)
+            if isinstance(value, dict) and isinstance(value.get("class_path"), str):
+                check_saved_part(path, part, part, value["class_path"])
+        try:
+            module = instantiate_module(cls, hparams)
+        except Exception as err:  # jsonargparse reports a multi-line parse error
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: the model cannot be rebuilt from it: {reason}") from err
+        try:
+            module.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: its weights do not fit the model: {reason}") from err
+        if sampler is not None:
+            module.sampler = sampler
+        return module.to(map_location).eval()
 
     @property
     def optimizer_factory(self) -> OptimizerCallable:
@@ -424,6 +540,15 @@ def _check_thresholding(
                 f"{type(sde).__name__} has (position, velocity) states: set thresholding: none"
             )
     return data_range, thresholding
+
+
+def first_non_finite(rows: Tensor) -> tuple[int, float, float, float] | None:
+    """The first rank whose row ``(flag, loss, t_min, t_max)`` of ``rows`` ``(world, 4)`` has
+    ``flag > 0``, as ``(rank, loss, t_min, t_max)``; ``None`` when every loss was finite."""
+    for rank, (flag, value, lo, hi) in enumerate(rows.detach().cpu().tolist()):
+        if flag > 0:
+            return rank, value, lo, hi
+    return None
 
 
 def _is_plain(value: Any) -> bool:

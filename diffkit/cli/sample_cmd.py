@@ -1,9 +1,11 @@
 """``diffkit sample`` and ``diffkit evaluate``: draw samples from a checkpoint, score them.
 
 ``diffkit sample RUN/checkpoints/last.ckpt --sampler deis --sampler.steps 10 --num_samples 64``
-loads the module (``DiffusionModule.load_from_checkpoint(path, weights_only=True)``; diffkit
-checkpoints hold the EMA weights as the state dict), samples with the module's sampler or any
-registered sampler and options by short name, writes ``<output>.pt`` (samples ``x`` and the run
+loads the module (``DiffusionModule.load_for_sampling``: the file is recognised
+before it is unpickled, its digests are verified, and only the parts sampling uses are built;
+diffkit checkpoints hold the EMA weights as the state dict), samples with the module's sampler
+or any registered sampler and options by short name (``--sampler`` replaces the saved one,
+which is then not built), writes ``<output>.pt`` (samples ``x`` and the run
 facts) and ``<output>.png`` (an image grid for ``(C, H, W)`` data with C in 1, 3, a scatter plot
 for 2-D data), and prints the NFE and wall time.
 
@@ -77,15 +79,12 @@ def _add_sampling_args(parser: Any) -> None:
     )
 
 
-def load_module(path: str | Path, device: str = "cpu") -> Any:
-    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``."""
+def load_module(path: str | Path, device: str = "cpu", sampler: Any = None) -> Any:
+    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``, recognised and
+    verified; ``sampler`` replaces the saved one, which is then not built."""
     from diffkit.module import DiffusionModule
 
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"checkpoint: no file at '{path}'")
-    module = DiffusionModule.load_from_checkpoint(str(path), map_location=device, weights_only=True)
-    return module.eval()
+    return DiffusionModule.load_for_sampling(path, device, sampler=sampler)
 
 
 def draw(
@@ -202,7 +201,7 @@ def _sample(argv: list[str]) -> int:
     )
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
-    module = load_module(init.checkpoint, init.device)
+    module = load_module(init.checkpoint, init.device, init.sampler)
     x, nfe, seconds = draw(
         module,
         init.num_samples,
@@ -357,6 +356,8 @@ def _evaluate(argv: list[str]) -> int:
     _add_sampling_args(parser)
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
+    if Path(init.source).is_dir():
+        raise CommandError(f"source: '{init.source}' is a directory, not a .ckpt or .pt file")
     if not Path(init.source).is_file():
         raise CommandError(f"source: no file at '{init.source}' (a .ckpt or a .pt sample file)")
     is_checkpoint = Path(init.source).suffix == ".ckpt"
@@ -364,7 +365,7 @@ def _evaluate(argv: list[str]) -> int:
     if not metrics:
         raise CommandError("give metrics, e.g. --metrics '[w2, mmd]' (see 'diffkit list metric')")
 
-    module = load_module(init.source, init.device) if is_checkpoint else None
+    module = load_module(init.source, init.device, init.sampler) if is_checkpoint else None
     nfe, seconds = None, None
     if module is not None:
         x, nfe, seconds = draw(
@@ -377,6 +378,9 @@ def _evaluate(argv: list[str]) -> int:
             class_label=init.class_label,
         )
     else:
+        from diffkit.checkpoint import check_torch_file
+
+        check_torch_file(init.source, "a .ckpt checkpoint or a .pt sample file of 'diffkit sample'")
         loaded = torch.load(init.source, map_location="cpu", weights_only=True)
         x = loaded["x"] if isinstance(loaded, dict) else loaded
         if not isinstance(x, torch.Tensor):
