@@ -29,6 +29,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "deis": "diffkit.samplers.deis:DEIS",
         "gddim": "diffkit.samplers.gddim:GDDIM",
         "pc": "diffkit.samplers.pc:PredictorCorrector",
+        "dpm_solver": "diffkit.samplers.dpm_solver:DPMSolver",
+        "unipc": "diffkit.samplers.unipc:UniPC",
     },
     "loss": {
         "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",
