@@ -135,8 +135,10 @@ class DiffusionModule(L.LightningModule):
         _check("sde", sde_name, lambda: sde.check_data_shape(data_shape))
         _check("loss", type(loss).__name__, lambda: loss.check_sde(sde))
         _check("sampler", type(sampler).__name__, lambda: sampler.check_sde(sde))
+        _check("sampler", type(sampler).__name__, lambda: sampler.times(sde))
 
         self.sde, self.loss, self.sampler = sde, loss, sampler
+        self._record_grid_times()
         self.data_shape, self.num_classes, self.seed = data_shape, num_classes, int(seed)
         # Held by reference: deep copies (EMA's averaged module) share the factories, which
         # may hold unpicklable state (jsonargparse builds them).
@@ -180,6 +182,18 @@ class DiffusionModule(L.LightningModule):
                 continue
             for key in [k for k, v in hparams.items() if not _is_plain(v)]:
                 del hparams[key]
+
+    def _record_grid_times(self) -> None:
+        """A sampler grid given by file keeps its times in the saved hyper-parameters (inline,
+        ``sampler.init_args.grid``), so the checkpoint samples on the same grid wherever the
+        file is later; the file's path stays in the run's config.yaml."""
+        times = getattr(self.sampler, "grid_times", None)
+        if times is None:
+            return
+        for hparams in (self._hparams, getattr(self, "_hparams_initial", None)):
+            spec = None if hparams is None else hparams.get("sampler")
+            if isinstance(spec, dict) and isinstance(spec.get("init_args"), dict):
+                spec["init_args"]["grid"] = times.tolist()
 
     # ------------------------------------------------------------------ training
     def _cond(self, batch: dict[str, Tensor], step: int | None = None) -> Tensor | None:

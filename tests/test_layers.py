@@ -31,13 +31,14 @@ LAYERS: tuple[frozenset[str], ...] = (
             "checkpoint",
         }
     ),
+    frozenset({"gaussian"}),
     frozenset({"module"}),
     frozenset({"callbacks"}),
     frozenset({"testing", "aliases", "cli"}),
     frozenset({"__main__"}),
 )
-#: Known exceptions, ``(file, imported module)``: the exact-Gaussian scores move out of sdes.
-EXCEPTIONS = {("diffkit/sdes/exact.py", "diffkit.prediction")}
+#: Known exceptions, ``(file, imported module)`` (none).
+EXCEPTIONS: set[tuple[str, str]] = set()
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 

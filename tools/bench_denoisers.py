@@ -34,9 +34,10 @@ from diffkit.denoisers.base import DenoiserSpec
 from diffkit.denoisers.parameterization import Parameterization
 from diffkit.denoisers.resnet import ResNetMLP
 from diffkit.denoisers.tensor_train import TensorTrain
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.samplers.euler_maruyama import EulerMaruyama
-from diffkit.sdes.exact import ExactScoreModel, GaussianMixture
+from diffkit.sdes.exact import GaussianMixture
 from diffkit.sdes.vp import VPSDE
 
 

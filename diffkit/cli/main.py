@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "list": ("diffkit.cli.list_cmd:list_main", "list registered parts and plugins"),
     "sample": ("diffkit.cli.sample_cmd:sample_main", "sample from a checkpoint"),
     "evaluate": ("diffkit.cli.sample_cmd:evaluate_main", "evaluate metrics of a checkpoint"),
+    "schedule": ("diffkit.cli.schedule_cmd:schedule_main", "optimise a sampler's time grid"),
 }
 
 #: Subcommands handled by LightningCLI (``diffkit fit -c cfg.yaml ...``).

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from diffkit.prediction import GridScoreModel, Prediction, ScoreModel, on_grid
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.time_grids import GridKind, time_grid
+from diffkit.sdes.time_grids import GridKind, check_times, grid_times, time_grid
 
 __all__ = [
     "CountingModel",
@@ -112,7 +112,9 @@ class Sampler(abc.ABC):
 
     Args:
         steps: number of steps (grid intervals).
-        grid: time grid kind (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a
+            grid file (JSON with ``steps + 1`` decreasing ``times``, e.g. from ``diffkit
+            schedule``), or the times themselves. Explicit times are read and validated here.
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: the SDE's ``T``).
         denoise_final: end with a Tweedie denoising step at ``t_min`` (costs one NFE).
@@ -133,6 +135,10 @@ class Sampler(abc.ABC):
         if steps < 1:
             raise ValueError(f"{type(self).__name__}.steps must be >= 1, got {steps}")
         self.steps, self.grid, self.t_min, self.t_max = int(steps), grid, t_min, t_max
+        #: The grid's explicit times (file or list), read once; ``None`` for a named grid.
+        self.grid_times: Tensor | None = grid_times(
+            grid, self.steps, field=f"{type(self).__name__}.grid (model.sampler.grid)"
+        )
         self.denoise_final, self.progress = bool(denoise_final), bool(progress)
         # Plans keyed by (id(sde), grid settings); the weak reference detects a reused id.
         self._plans: dict[tuple, tuple[weakref.ref, Plan]] = {}
@@ -182,12 +188,18 @@ class Sampler(abc.ABC):
     def check_sde(self, sde: LinearSDE) -> None:
         """Raise ``ValueError`` when this sampler is undefined for ``sde`` (with what to use)."""
 
+    def grid_spec(self) -> GridKind | Tensor:
+        """The grid name, or the explicit times (float64 ``(steps + 1,)``)."""
+        return self.grid if self.grid_times is None else self.grid_times
+
     def times(self, sde: LinearSDE) -> Tensor:
-        return time_grid(sde, self.steps, self.grid, t_min=self.t_min, t_max=self.t_max)
+        """The time grid ``(steps + 1,)`` float64 on ``sde`` (decreasing)."""
+        return time_grid(sde, self.steps, self.grid_spec(), t_min=self.t_min, t_max=self.t_max)
 
     def plan(self, sde: LinearSDE) -> Plan:
         """The cached plan for ``sde`` (float64; keyed by the SDE object and the grid)."""
-        key = (id(sde), self.steps, self.grid, self.t_min, self.t_max)
+        grid = self.grid if self.grid_times is None else tuple(self.grid_times.tolist())
+        key = (id(sde), self.steps, grid, self.t_min, self.t_max)
         hit = self._plans.get(key)
         if hit is None or hit[0]() is not sde:
             self.check_sde(sde)
@@ -222,7 +234,6 @@ class Sampler(abc.ABC):
         return self.steps + int(self.denoise_final)
 
     # ------------------------------------------------------------------ driver
-    @torch.no_grad()
     def sample(
         self,
         model: ScoreModel,
@@ -235,8 +246,9 @@ class Sampler(abc.ABC):
         dtype: torch.dtype = torch.float32,
         record_trajectory: bool = False,
         callback: Callable[[int, Tensor], None] | None = None,
+        times: Tensor | None = None,
     ) -> SampleResult:
-        """Draw samples.
+        """Draw samples (without gradients, except through ``times``).
 
         Args:
             model: score model ``(u_t, t) -> Prediction``.
@@ -244,9 +256,36 @@ class Sampler(abc.ABC):
             generator: source of the prior draw and of every noise increment.
             u_T: initial states ``(B, *state_shape)`` (default: drawn from the SDE's prior).
             callback: called as ``callback(step_index, u)`` after each step.
+            times: sample on these times (float64 ``(steps + 1,)``, decreasing) instead of the
+                configured grid, with an uncached plan. When they require grad, the plan and the
+                loop are differentiable w.r.t. them (exact grid optimisation on Gaussian data).
         """
+        grad = times is not None and times.requires_grad and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad):
+            return self._sample(
+                model, sde, shape, generator, u_T, device, dtype, record_trajectory, callback, times
+            )
+
+    def _sample(
+        self,
+        model: ScoreModel,
+        sde: LinearSDE,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        u_T: Tensor | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype,
+        record_trajectory: bool,
+        callback: Callable[[int, Tensor], None] | None,
+        times: Tensor | None,
+    ) -> SampleResult:
         t0 = time.perf_counter()
-        plan = self.plan(sde)
+        if times is None:
+            plan = self.plan(sde)
+        else:
+            self.check_sde(sde)
+            check_times(times.detach(), self.steps, field="times", T=sde.T)
+            plan = self.build_plan(sde, times)
         if u_T is None:
             state = (shape[0], *sde.state_shape(tuple(shape[1:])))
             u = sde.prior_sample(state, generator=generator, device=device, dtype=dtype)

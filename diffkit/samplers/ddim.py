@@ -79,7 +79,8 @@ class DDIM(Sampler):
 
     Args:
         steps: number of steps.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         eta: 0 = deterministic DDIM, 1 = DDPM posterior (ancestral); values in ``[0, 1]``.

@@ -77,7 +77,8 @@ class DEIS(Sampler):
 
     Args:
         steps: number of steps.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         order: polynomial degree r in 0..3 (r + 1 eps values; 0 = DDIM).

@@ -32,7 +32,8 @@ class EulerMaruyama(Sampler):
 
     Args:
         steps: number of steps.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         lam: stochasticity ``lam >= 0`` (1: reverse SDE; 0: Euler on the PF-ODE).

@@ -59,7 +59,8 @@ def lagrange_basis(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
         for k in range(r1):
             if k == j:
                 continue
-            use = (k < count)[:, None]
+            # unused rows and columns divide by 1, not by a repeated node: no 0/0 in gradients
+            use = ((k < count) & (j < count))[:, None]
             den = (nodes[:, j] - nodes[:, k])[:, None]
             den = torch.where(use, den, torch.ones_like(den))
             term = (x - nodes[:, k : k + 1]) / den
@@ -77,13 +78,13 @@ def lagrange_derivative(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
         for m in range(r1):
             if m == j:
                 continue
-            use_m = (m < count)[:, None]
+            use_m = ((m < count) & (j < count))[:, None]
             den_m = (nodes[:, j] - nodes[:, m])[:, None]
             term = 1.0 / torch.where(use_m, den_m, torch.ones_like(den_m))
             for k in range(r1):
                 if k in (j, m):
                     continue
-                use = (k < count)[:, None]
+                use = ((k < count) & (j < count))[:, None]
                 den = (nodes[:, j] - nodes[:, k])[:, None]
                 den = torch.where(use, den, torch.ones_like(den))
                 f = (x - nodes[:, k : k + 1]) / den
@@ -121,7 +122,7 @@ def exponential_coefficients(
     """
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
-    if variant == "logrho" and float(times.min()) <= 0:
+    if variant == "logrho" and float(times.detach().min()) <= 0:
         raise ValueError(
             "the 'logrho' variant needs t_min > 0 (log rho is -inf at t = 0); set t_min, e.g. "
             "the SDE's default"

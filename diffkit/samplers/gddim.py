@@ -110,7 +110,8 @@ class GDDIM(Sampler):
 
     Args:
         steps: number of steps.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         lam: stochasticity (0: deterministic; 1: the DDPM posterior on scalar SDEs).

@@ -30,6 +30,7 @@ from diffkit.samplers.base import (
 )
 from diffkit.samplers.ddim import psd_cholesky
 from diffkit.sdes.base import LinearSDE
+from diffkit.sdes.operators import scalar_steps
 from diffkit.sdes.time_grids import GridKind, time_grid
 
 __all__ = ["Heun"]
@@ -40,7 +41,8 @@ class Heun(Sampler):
 
     Args:
         steps: number of steps N.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``); ``0`` makes the last step an
             Euler step (NFE ``2N - 1``).
         t_max: start time (default: ``T``).
@@ -77,6 +79,11 @@ class Heun(Sampler):
             raise ValueError(f"Heun: s_churn and s_noise must be >= 0, got {s_churn}, {s_noise}")
         if final_zero and steps < 2:
             raise ValueError("Heun.final_zero needs steps >= 2")
+        if final_zero and self.grid_times is not None:
+            raise ValueError(
+                "Heun.final_zero appends t = 0 to a named grid; with explicit times "
+                "(model.sampler.grid) end them at 0 instead"
+            )
         if final_zero and denoise_final:
             raise ValueError("Heun: final_zero ends at t = 0 already; drop denoise_final")
         self.final_zero = bool(final_zero)
@@ -112,7 +119,7 @@ class Heun(Sampler):
             rho_hat = sde.noise_level(t[churn]) * (1 + gamma[churn])
             t_hat[churn] = sde.t_from_noise_level(rho_hat).clamp(max=sde.T)
         coefs: dict[str, Any] = {"t_hat": t_hat, "churn": churn.tolist()}
-        coefs["h"] = (t_hat - times[1:]).tolist()
+        coefs["h"] = t_hat - times[1:]
         for name, tt in (("t", t_hat), ("s", times[1:])):
             g = sde.diffusion_op(tt)
             coefs["F" + name], coefs["GG" + name] = sde.drift_op(tt), g @ g.T
@@ -137,20 +144,21 @@ class Heun(Sampler):
         GGt, GGs = (c["GGt"] * -0.5).steps(u), (c["GGs"] * -0.5).steps(u)
         lift = c["lift"].steps(u) if "lift" in c else None
         noise = c["lift_noise"].steps(u) if "lift_noise" in c else None
-        times = plan.times
-        for i, h in enumerate(c["h"]):
+        step, half = scalar_steps(-c["h"], u), scalar_steps(-0.5 * c["h"], u)
+        euler_last = (plan.times[1:] == 0).tolist()
+        for i in range(len(step)):
             if c["churn"][i] and lift is not None and noise is not None:
                 u = noise[i].add(lift[i](u), self.noise(u, generator))
                 pred = model(u, step_time(c["t_hat"], i, u))
             else:
                 pred = model.at(u, i)
             d = GGt[i].add(Ft[i](u), pred.score().to(u.dtype))
-            u_bar = u.add(d, alpha=-h)
-            if float(times[i + 1]) == 0.0 and not self.correct_at_zero:
+            u_bar = step[i].add(u, d)
+            if euler_last[i] and not self.correct_at_zero:
                 u = u_bar
             else:
                 score2 = model.at(u_bar, i + 1).score().to(u.dtype)
                 d2 = GGs[i].add(Fs[i](u_bar), score2)
-                u = u.add(d + d2, alpha=-0.5 * h)
+                u = half[i].add(u, d + d2)
             on_step(i, u)
         return u

@@ -42,7 +42,8 @@ class PredictorCorrector(Sampler):
 
     Args:
         steps: number of predictor steps N.
-        grid: time grid (``uniform`` | ``quadratic`` | ``log_snr`` | ``edm``).
+        grid: time grid: ``uniform`` | ``quadratic`` | ``log_snr`` | ``karras`` (= ``edm``), a grid
+            file (JSON, e.g. from ``diffkit schedule``) or the times (see :class:`Sampler`).
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         predictor: ``euler_maruyama`` (reverse SDE) or ``ddim`` (DDPM posterior, eta = 1).

@@ -21,7 +21,6 @@ _EXPORTS = {
     "GaussianMixture": "diffkit.sdes.exact",
     "Gaussian": "diffkit.sdes.exact",
     "Dirac": "diffkit.sdes.exact",
-    "ExactScoreModel": "diffkit.sdes.exact",
     "time_grid": "diffkit.sdes.time_grids",
 }
 

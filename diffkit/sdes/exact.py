@@ -40,11 +40,10 @@ import math
 import torch
 from torch import Tensor
 
-from diffkit.prediction import Prediction, Target
 from diffkit.sdes.base import GaussianKernel, LinearSDE, as_time
 from diffkit.sdes.operators import Basis, LinearOp
 
-__all__ = ["Dirac", "ExactScoreModel", "Gaussian", "GaussianMixture", "point_kernel"]
+__all__ = ["Dirac", "Gaussian", "GaussianMixture", "point_kernel"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -314,44 +313,3 @@ class Dirac(GaussianMixture):
         super().__init__(
             torch.ones(1, dtype=torch.float64), point[None], torch.zeros(1, dtype=torch.float64)
         )
-
-
-class ExactScoreModel:
-    """A score model ``(u_t, t) -> Prediction`` with the exact score of ``dist`` under ``sde``.
-
-    Samplers, losses and metrics use it exactly like a trained network. The raw output is the
-    exact score (``target="score"``) or the denoiser consistent with the SDE's training kernel
-    (``target="x0"``: ``A_t^{-1}(u + Sigma_t score)``, which is ``E[u_0 | u_t]`` for kernels
-    conditioned on the full initial state; for CLD's hybrid kernel it is ``(E[x_0|u_t], 0)``),
-    or the matching noise (``target="eps"``, ``-K_t^T score``). Computed in float64 and cast to
-    ``u_t``'s dtype.
-
-    Args:
-        dist: the data law.
-        sde: the forward SDE.
-        target: the parameterisation of ``raw``.
-    """
-
-    def __init__(self, dist: GaussianMixture, sde: LinearSDE, target: Target = "score") -> None:
-        if target not in ("score", "x0", "eps"):
-            raise ValueError(
-                f"ExactScoreModel.target must be 'score', 'x0' or 'eps', got {target!r}"
-            )
-        dist_shape = dist.data_shape
-        sde.check_data_shape(dist_shape)
-        self.dist, self.sde, self.target = dist, sde, target
-
-    def __call__(self, u_t: Tensor, t: Tensor) -> Prediction:
-        b = u_t.shape[0]
-        t = as_time(t, device=u_t.device)
-        if t.numel() == 1:
-            t = t.expand(b)
-        score = self.dist.score(u_t, t, self.sde)
-        kern = self.sde.kernel(t)
-        if self.target == "score":
-            raw = score
-        elif self.target == "eps":
-            raw = -kern.scale.T.apply(score)
-        else:
-            raw = kern.mean_op.solve(u_t.to(torch.float64) + kern.cov.apply(score))
-        return Prediction(u_t=u_t, t=t, raw=raw.to(u_t.dtype), kernel=kern, target=self.target)

@@ -316,23 +316,36 @@ class LinearOp:
         over ``like``-shaped states (the per-step fast path: plain floats for scalar operators,
         else single-row operators cast once to ``like``'s dtype and device)."""
         if self.is_scalar:
-            return [StepOp(None, c) for c in self.coef[:, 0, 0].tolist()]
+            return scalar_steps(self.coef[:, 0, 0], like)
         c = self.coef.to(device=like.device, dtype=like.dtype)
         return [StepOp(LinearOp(c[i : i + 1], self.basis)) for i in range(self.n)]
+
+
+def scalar_steps(values: Tensor, like: Tensor) -> list[StepOp]:
+    """Per-step scalars ``(N,)`` as :class:`StepOp`: Python floats, or 0-d tensors in ``like``'s
+    dtype when ``values`` requires grad (a plan differentiated w.r.t. its grid)."""
+    if values.requires_grad:
+        return [StepOp(None, v) for v in values.to(device=like.device, dtype=like.dtype).unbind()]
+    return [StepOp(None, v) for v in values.tolist()]
 
 
 class StepOp:
     """One step's operator in a sampling loop: ``op(x)`` is ``op x`` and ``op.add(acc, x)`` is
     ``acc + op x``. A scalar operator (VP, VE) holds a Python float, so each is one fused tensor
-    operation; others hold a single-row :class:`LinearOp` in the state's dtype."""
+    operation (a 0-d tensor when the plan carries gradients); others hold a single-row
+    :class:`LinearOp` in the state's dtype."""
 
     __slots__ = ("op", "scale")
 
-    def __init__(self, op: LinearOp | None, scale: float = 1.0) -> None:
+    def __init__(self, op: LinearOp | None, scale: float | Tensor = 1.0) -> None:
         self.op, self.scale = op, scale
 
     def __call__(self, x: Tensor) -> Tensor:
         return x * self.scale if self.op is None else self.op.apply(x)
 
     def add(self, acc: Tensor, x: Tensor) -> Tensor:
-        return acc.add(x, alpha=self.scale) if self.op is None else acc + self.op.apply(x)
+        if self.op is not None:
+            return acc + self.op.apply(x)
+        if isinstance(self.scale, Tensor):
+            return acc + x * self.scale
+        return acc.add(x, alpha=self.scale)

@@ -12,6 +12,7 @@ from diffkit.data.gmm import GaussianMixtureDataModule
 from diffkit.denoisers.base import Denoiser, DenoiserSpec
 from diffkit.denoisers.parameterization import Parameterization, gaussian_prediction
 from diffkit.denoisers.resnet import ResNetMLP
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.losses.hsm import HybridScoreMatching
 from diffkit.module import DiffusionModule
@@ -19,7 +20,7 @@ from diffkit.prediction import Prediction
 from diffkit.samplers.ddim import DDIM
 from diffkit.sdes.blur import BlurSDE
 from diffkit.sdes.cld import CLDSDE
-from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.exact import Gaussian
 from diffkit.sdes.ve import VESDE
 from diffkit.sdes.vp import VPSDE
 

@@ -11,10 +11,11 @@ import torch
 from diffkit.denoisers.base import DenoiserSpec
 from diffkit.denoisers.parameterization import Parameterization
 from diffkit.denoisers.resnet import ResNetMLP
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.losses.hsm import HybridScoreMatching
 from diffkit.registry.builtins import BUILTINS
-from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.exact import Gaussian
 from diffkit.sdes.operators import LinearOp
 
 S2 = 0.5  # data variance

@@ -12,10 +12,11 @@ from diffkit.denoisers.base import DenoiserSpec
 from diffkit.denoisers.parameterization import Parameterization
 from diffkit.denoisers.resnet import ResNetMLP
 from diffkit.denoisers.tensor_train import TensorTrain
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.losses.hsm import HybridScoreMatching
 from diffkit.sdes.cld import CLDSDE
-from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.exact import Gaussian
 from diffkit.sdes.vp import VPSDE
 
 STD = 0.7

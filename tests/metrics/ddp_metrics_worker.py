@@ -20,9 +20,10 @@ def _shard(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def run_metrics(rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
+    from diffkit.gaussian.score import ExactScoreModel
     from diffkit.metrics import FID, KID, MMD, NLL, W2, GaussianW2, Sinkhorn
     from diffkit.metrics.features import RandomConvFeatures
-    from diffkit.sdes.exact import ExactScoreModel, Gaussian
+    from diffkit.sdes.exact import Gaussian
     from diffkit.sdes.vp import VPSDE
 
     g = torch.Generator().manual_seed(0)

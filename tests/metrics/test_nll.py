@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.metrics.nll import NLL, dequantize_uniform, pf_ode_log_likelihood
-from diffkit.sdes.exact import ExactScoreModel, Gaussian, GaussianMixture
+from diffkit.sdes.exact import Gaussian, GaussianMixture
 from diffkit.sdes.vp import VPSDE
 
 EPS = 1e-5

@@ -98,7 +98,8 @@ def test_counts_merge_like_other_rank_states() -> None:
 
 
 def test_nll_raises_on_non_finite_data_and_on_a_non_finite_likelihood() -> None:
-    from diffkit.sdes.exact import ExactScoreModel, Gaussian
+    from diffkit.gaussian.score import ExactScoreModel
+    from diffkit.sdes.exact import Gaussian
     from diffkit.sdes.vp import VPSDE
 
     sde = VPSDE()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.sdes.blur import BlurSDE
 from diffkit.sdes.cld import CLDSDE
-from diffkit.sdes.exact import Dirac, ExactScoreModel, Gaussian, GaussianMixture, point_kernel
+from diffkit.sdes.exact import Dirac, Gaussian, GaussianMixture, point_kernel
 from diffkit.sdes.vp import VPSDE
 from diffkit.testing.contracts import check_exact_score
 

@@ -1,7 +1,7 @@
 """Contract checks every :class:`~diffkit.losses.base.Loss` (built-in or plugin) must pass.
 
 Run on Gaussian data ``N(0, diag lam)`` with its exact score
-(:class:`~diffkit.sdes.exact.ExactScoreModel`) as the model:
+(:class:`~diffkit.gaussian.score.ExactScoreModel`) as the model:
 
 1. **per-sample values**: ``LossOutput.loss`` is ``(B,)``, finite and non-negative, and
    ``LossOutput.t`` is ``(B,)`` inside ``[0, T]``;
@@ -23,10 +23,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.losses.base import Loss, LossOutput
 from diffkit.prediction import Prediction
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.exact import Gaussian
 
 __all__ = ["LossContract", "check_loss"]
 

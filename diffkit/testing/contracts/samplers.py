@@ -1,7 +1,7 @@
 """Contract checks every :class:`~diffkit.samplers.base.Sampler` (built-in or plugin) must pass.
 
 The checks drive only :meth:`Sampler.sample` and :meth:`Sampler.expected_nfe`, with the exact
-score of Gaussian data ``N(0, diag lam)`` (:class:`~diffkit.sdes.exact.ExactScoreModel`) under
+score of Gaussian data ``N(0, diag lam)`` (:class:`~diffkit.gaussian.score.ExactScoreModel`) under
 a scalar SDE (default :class:`~diffkit.sdes.vp.VPSDE`):
 
 1. **exactness**: with the exact score every sampler step is linear in the start state and in
@@ -35,10 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffkit.gaussian.propagation import noise_row_variance
+from diffkit.gaussian.score import ExactScoreModel
 from diffkit.prediction import Prediction, ScoreModel
 from diffkit.samplers.base import Sampler
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.exact import ExactScoreModel, Gaussian
+from diffkit.sdes.exact import Gaussian
 
 __all__ = [
     "SamplerContract",
@@ -93,37 +95,14 @@ def gaussian_sampler_error(
     """
     sde = sde if sde is not None else _default_sde()
     model = _exact_model(sde, lam)
-    d = len(lam)
-    draws = [0]
-
-    def count(u: Tensor) -> Tensor:
-        draws[0] += 1
-        return torch.zeros_like(u)
-
-    sampler.noise_source = count
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thousands of tiny tensor ops: extra threads only spin
     try:
-        probe = sampler.sample(model, sde, (1, d), u_T=torch.zeros(1, d, dtype=torch.float64))
-        n = draws[0]
-        start = probe.times[0]
-        u_T = torch.zeros(n + 1, d, dtype=torch.float64)
-        u_T[0] = _marginal_var(sde, lam, start).sqrt()
-        calls = [0]
-
-        def unit_rows(u: Tensor) -> Tensor:
-            calls[0] += 1
-            z = torch.zeros_like(u)
-            z[calls[0]] = 1.0
-            return z
-
-        sampler.noise_source = unit_rows
-        res = sampler.sample(model, sde, (n + 1, d), u_T=u_T, dtype=torch.float64)
+        start_var = _marginal_var(sde, lam, sampler.times(sde)[0])
+        var, _, times = noise_row_variance(sampler, model, sde, start_var)
     finally:
-        sampler.noise_source = None
         torch.set_num_threads(threads)
-    var = res.u.reshape(n + 1, d).pow(2).sum(0)
-    target = _marginal_var(sde, lam, res.times[-1])
+    target = _marginal_var(sde, lam, times[-1])
     err = float(((var - target).abs() / target).max())
     if not np.isfinite(err):
         raise AssertionError(f"{type(sampler).__name__}: non-finite output variance {var}")
