@@ -61,7 +61,8 @@ def test_bench_sampling_quick(tmp_path: Path) -> None:
         assert _finite(r["diffkit_sps"]) and _finite(r["bare_sps"])
         # the bare loop does the same computation (float32 rounding at most)
         assert r["max_abs_diff_vs_bare"] <= 1e-5 * (1.0 + r["output_scale"])
-        assert _finite(r["cpu_ratio_vs_bare"]) and _finite(r["overhead_ms_per_step"])
+        # a difference of two timings: its sign is noise in the quick run, only finiteness counts
+        assert _finite(r["cpu_ratio_vs_bare"]) and math.isfinite(r["overhead_ms_per_step"])
     mem = report["memory"]
     assert {(r["model"], r["impl"]) for r in mem if "error" not in r} == {
         (m, i) for m in ("resnet", "unet") for i in ("bare", "diffkit", "diffkit+trajectory")
