@@ -139,6 +139,8 @@ class DiffusionModule(L.LightningModule):
             raise TypeError(
                 f"DiffusionModule.denoiser must build an nn.Module, got {type(self.net).__name__}"
             )
+        # Denoisers with their own non-gradient optimiser (tensor train: ALS, Riemannian SGD).
+        self.automatic_optimization = not getattr(self.net, "manual_optimization", False)
         self.model = Parameterization(
             sde,
             self.net,
@@ -178,8 +180,18 @@ class DiffusionModule(L.LightningModule):
         return self.loss(self.model, self.sde, x0, self._cond(batch), generator=generator)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One step; noise and times from the (seed, rank, global step) generator."""
-        out = self._loss(batch, self._generator(self.global_step, stream=0))
+        """One step; noise and times from the (seed, rank, global step) generator.
+
+        A denoiser with ``manual_optimization = True`` (the tensor train under ALS or
+        Riemannian SGD) is trained by its own optimiser (:meth:`configure_optimizers`), whose
+        ``step(closure)`` takes the step's loss as a quadratic in the denoiser outputs
+        (:func:`diffkit.denoisers.tt_pool.output_quadratic`).
+        """
+        generator = self._generator(self.global_step, stream=0)
+        if not self.automatic_optimization:
+            out = self._manual_step(batch, generator)
+        else:
+            out = self._loss(batch, generator)
         loss = out.loss.mean()
         self._raise_if_not_finite(loss, out.t, batch_idx)
         bs = out.loss.shape[0]
@@ -195,6 +207,26 @@ class DiffusionModule(L.LightningModule):
         for key, value in out.logs.items():
             self.log(f"train/{key}", value.float().mean(), on_step=False, on_epoch=True)
         return loss
+
+    def _manual_step(self, batch: dict[str, Tensor], generator: torch.Generator) -> LossOutput:
+        from diffkit.denoisers.tt_pool import output_quadratic
+
+        optimizer = self.optimizers()
+        hessian = bool(getattr(optimizer.optimizer, "needs_hessian", False))
+
+        def closure():
+            return output_quadratic(
+                self.net,
+                self.model,
+                self.loss,
+                self.sde,
+                batch["x"],
+                self._cond(batch),
+                generator,
+                hessian=hessian,
+            )
+
+        return optimizer.step(closure=closure)
 
     def _log_binned(self, out: LossOutput) -> None:
         """Accumulate per-sample losses in ``LOSS_TIME_BINS`` bins of t (no host sync); the
@@ -260,6 +292,8 @@ class DiffusionModule(L.LightningModule):
         self._factories = SharedRef((self._factories.value[0], factory))
 
     def configure_optimizers(self) -> Any:
+        if not self.automatic_optimization:  # the denoiser's own optimiser (no scheduler)
+            return self.net.make_optimizer()
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
