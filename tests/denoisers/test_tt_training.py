@@ -5,6 +5,7 @@ the loss on a fixed pool."""
 from __future__ import annotations
 
 import functools
+import itertools
 
 import pytest
 import torch
@@ -147,7 +148,6 @@ def test_als_sweep_never_increases_the_objective_on_a_fixed_pool(proximal) -> No
 def test_riemannian_steps_keep_the_ranks_and_lower_the_loss_on_a_fixed_pool() -> None:
     module = tt_module("riemannian", dim=3, riemannian_lr=1.0, riemannian_momentum=0.5)
     net = module.net
-    _, pool0 = pool_of(module, n=300)
     opt = net.make_optimizer()
     values = []
     for _ in range(8):
@@ -159,7 +159,7 @@ def test_riemannian_steps_keep_the_ranks_and_lower_the_loss_on_a_fixed_pool() ->
     values.append(pool.value.item())
     assert values[-1] < 0.8 * values[0], values
     # the retraction is second-order: each step lowers the pool loss (line search on the pool)
-    assert all(b < a for a, b in zip(values, values[1:], strict=False)), values
+    assert all(b < a for a, b in itertools.pairwise(values)), values
     assert "direction" in opt.state[net.cores[0]]
 
 
