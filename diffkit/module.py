@@ -200,6 +200,7 @@ class DiffusionModule(L.LightningModule):
         if (
             self._trainer is not None
             and self.trainer.optimizers
+            and "lr" in self.trainer.optimizers[0].param_groups[0]  # not ALS
             and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
         ):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
