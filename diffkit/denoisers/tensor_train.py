@@ -93,8 +93,9 @@ class TensorTrain(Denoiser):
             ``lr_scheduler`` are then unused).
         ridge: ``lambda`` of the ridge term ``lambda / 2 ||A||_F^2`` on the whole coefficient
             tensor (``als``, ``riemannian``).
-        als_proximal: ``mu`` of the proximal term ``mu / 2 ||A - A_prev||_F^2`` of each ALS core
-            solve (damps the jump between successive pools; 0 is plain ALS).
+        als_proximal: weight of the proximal term ``mu / 2 ||A - A_prev||_F^2`` of each ALS core
+            solve, relative to the mean diagonal of the core's Gram matrix (damps the jump
+            between successive pools; 0 is plain ALS).
         riemannian_lr: step size of Riemannian SGD.
         riemannian_momentum: heavy-ball momentum of Riemannian SGD (the previous direction is
             transported by projection onto the new tangent space).

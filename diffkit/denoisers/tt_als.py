@@ -7,15 +7,18 @@ The FTT output is linear in each core: with the other cores fixed,
 training loss on a fixed pool is a quadratic in the outputs (:mod:`diffkit.denoisers.tt_pool`:
 the module's own loss, parameterisation and weighting), so each core update solves exactly
 
-``min_theta  L(X theta) + lambda/2 ||A||_F^2 + mu/2 ||A - A_prev||_F^2``,
+``min_theta  L(X theta) + lambda/2 ||A||_F^2 + mu_k/2 ||A - A_prev||_F^2``,
 
-``(sum_b X_b^T H_b X_b + (lambda + mu) I) theta = -sum_b X_b^T g0_b + mu theta_prev``
+``(sum_b X_b^T H_b X_b + (lambda + mu_k) I) theta = -sum_b X_b^T g0_b + mu_k theta_prev``
 
-(normal equations, float64, Cholesky with an LU fallback). The cores other than ``G_k`` are kept
+(normal equations, float64, Cholesky with an LU fallback), with ``mu_k = proximal`` times the mean
+diagonal of the core's Gram matrix (the proximal weight is relative: the Gram scale varies by
+orders of magnitude with the number of modes and the basis). The cores other than ``G_k`` are kept
 left-orthogonal before ``k`` and right-orthogonal after it (QR moves of the orthogonality centre,
 which change neither the function nor ``||A||_F``), so ``||A||_F = ||G_k||_F``: the ridge and
-proximal terms are gauge-invariant penalties on the whole coefficient tensor, each core update is
-the exact minimiser of one fixed objective over its core, and a sweep never increases it.
+proximal terms are gauge-invariant penalties on the whole coefficient tensor. Each core update is
+the exact minimiser over its core of ``F = L + lambda/2 ||A||^2`` plus the proximal term, so
+``F(new) + mu_k/2 ||A_new - A_prev||^2 <= F(prev)``: a sweep never increases ``F``.
 A sweep solves cores ``1 .. n-1`` moving right, then ``n .. 2`` moving left (the centre ends at
 core 1, where the next sweep starts).
 
@@ -57,8 +60,8 @@ _BLOCK_ELEMENTS = 1 << 22
 
 
 def _is_diagonal(h: Tensor) -> bool:
-    off = h - torch.diag_embed(torch.diagonal(h, dim1=-2, dim2=-1))
-    return bool(off.abs().max() <= 1e-12 * h.abs().max().clamp_min(1e-300))
+    total, diag = h.abs().sum(), torch.diagonal(h, dim1=-2, dim2=-1).abs().sum()
+    return bool(total - diag <= 1e-12 * total.clamp_min(1e-300))
 
 
 def core_normal_equations(
@@ -69,13 +72,17 @@ def core_normal_equations(
 
     Args:
         left: ``L_k`` ``(B, r0)``; phi: ``(B, m)``; right: ``R_k`` ``(B, r1, D_y)``;
-        g0: the loss gradient at zero output ``(B, D_y)``; hessian: ``(B, D_y, D_y)``.
+        g0: the loss gradient at zero output ``(B, D_y)``; hessian: ``(B, D_y, D_y)``, or its
+        diagonal ``(B, D_y)``.
     """
     b, r0 = left.shape
     m, r1 = phi.shape[1], right.shape[1]
     p = r0 * m
     z = (left[:, :, None] * phi[:, None, :]).reshape(b, p)
-    w = right @ hessian @ right.transpose(1, 2)  # (B, r1, r1)
+    if hessian.dim() == 2:  # diagonal Hessian given as (B, D_y)
+        w = (right * hessian[:, None, :]) @ right.transpose(1, 2)  # (B, r1, r1)
+    else:
+        w = right @ hessian @ right.transpose(1, 2)
     gram = torch.zeros(p * p, r1 * r1, dtype=z.dtype, device=z.device)
     block = max(1, _BLOCK_ELEMENTS // (p * p))
     for s in range(0, b, block):
@@ -108,20 +115,22 @@ def solve_core(
     """The exact minimiser over core ``k`` (see the module docstring), shape of ``cores[k]``."""
     old = cores[k]
     r0, m, r1 = old.shape
-    damp = ridge + proximal
     last = k == len(cores) - 1
     if last and diagonal:  # one (r0 m)-system per output, sharing nothing but the features
         b = left.shape[0]
         z = (left[:, :, None] * phi[:, None, :]).reshape(b, r0 * m)
         h = torch.diagonal(hessian, dim1=-2, dim2=-1)  # (B, D_y)
         gram = torch.einsum("by,bi,bj->yij", h, z, z)
-        gram = gram + damp * torch.eye(r0 * m, dtype=z.dtype, device=z.device)
-        rhs = -(z.T @ g0).T + proximal * old.reshape(r0 * m, r1).T  # (D_y, r0 m)
+        mu = proximal * torch.diagonal(gram, dim1=-2, dim2=-1).mean()
+        gram = gram + (ridge + mu) * torch.eye(r0 * m, dtype=z.dtype, device=z.device)
+        rhs = -(z.T @ g0).T + mu * old.reshape(r0 * m, r1).T  # (D_y, r0 m)
         theta = _solve_spd(gram, rhs[:, :, None])[:, :, 0]
         return theta.T.reshape(r0, m, r1)
-    gram, rhs = core_normal_equations(left, phi, right, g0, hessian)
-    gram = gram + damp * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    rhs = rhs + proximal * old.reshape(-1)
+    h = torch.diagonal(hessian, dim1=-2, dim2=-1) if diagonal else hessian
+    gram, rhs = core_normal_equations(left, phi, right, g0, h)
+    mu = proximal * torch.diagonal(gram).mean()
+    gram = gram + (ridge + mu) * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    rhs = rhs + mu * old.reshape(-1)
     return _solve_spd(gram, rhs[:, None])[:, 0].reshape(r0, m, r1)
 
 
@@ -175,7 +184,7 @@ class AlternatingLeastSquares(torch.optim.Optimizer):
 
     Args:
         net: the ``TensorTrain`` (float64 cores).
-        ridge: ``lambda``; proximal: ``mu`` (see the module docstring).
+        ridge: ``lambda``; proximal: the relative proximal weight (see the module docstring).
     """
 
     #: the module's pool carries the Hessian of the loss in the outputs.
