@@ -274,6 +274,8 @@ def cells_for(dataset: str, dim: int, quick: bool, args) -> list[dict]:
                 else:
                     cell.update(steps=args.adam_steps, batch=256, lr=5e-3)
                 cells.append(cell)
+    if args.only:
+        cells = [c for c in cells if f"{c['basis']}:{c['rank']}:{c['optimizer']}" in args.only]
     if quick:
         cells = [c for c in cells if c["rank"] == ranks[0] and c["basis"] == "legendre"]
         for c in cells:
@@ -420,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ro-batch", type=int, default=512)
     parser.add_argument("--adam-steps", type=int, default=300)
     parser.add_argument("--ddim-steps", type=int, default=50)
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="FTT cells to run, as basis:rank:optimizer"
+    )
     parser.add_argument("--uci-root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON rows (default: print only)")
     parser.add_argument("--quick", action="store_true")
