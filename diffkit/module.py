@@ -8,39 +8,27 @@ global step)``, so a resumed run draws exactly the noise and times of an uninter
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from diffkit.denoisers.base import Denoiser, DenoiserSpec
 from diffkit.losses.base import Loss, LossOutput
+from diffkit.losses.dsm import DenoisingScoreMatching
 from diffkit.samplers.base import Sampler, SampleResult
+from diffkit.samplers.ddim import DDIM
 from diffkit.sdes.base import LinearSDE
+from diffkit.seeding import step_generator
 
 __all__ = ["DiffusionModule", "SharedRef", "step_generator"]
 
 #: Number of equal-width time bins (fractions of ``T``) the training loss is also logged in.
 LOSS_TIME_BINS = 4
-
-
-def _seed_from(*parts: int) -> int:
-    """A 63-bit seed mixing ``parts`` (numpy's SeedSequence hashing: nearby tuples decorrelate)."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def step_generator(
-    seed: int, rank: int, step: int, *, stream: int = 0, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """The generator of one optimiser step of one rank (``stream`` 0: training, 1: validation)."""
-    return torch.Generator(device=device).manual_seed(_seed_from(seed, stream, rank, step))
 
 
 class SharedRef:
@@ -51,17 +39,6 @@ class SharedRef:
 
     def __deepcopy__(self, memo: dict) -> SharedRef:
         return self
-
-
-def _builtin(kind: str, name: str) -> Any:
-    """Import the built-in part ``name`` of ``kind`` from the static table (a class)."""
-    from diffkit.registry.builtins import BUILTINS
-
-    target = BUILTINS.get(kind, {}).get(name)
-    if target is None:
-        raise LookupError(f"no built-in {kind} named '{name}' is available to use as a default")
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 class DiffusionModule(L.LightningModule):
@@ -105,9 +82,9 @@ class DiffusionModule(L.LightningModule):
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"DiffusionModule.num_classes must be >= 1 or None, got {num_classes}")
         if loss is None:
-            loss = _builtin("loss", "dsm")()
+            loss = DenoisingScoreMatching()
         if sampler is None:
-            sampler = _builtin("sampler", "ddim")()
+            sampler = DDIM()
         if not isinstance(sde, LinearSDE):
             raise TypeError(f"DiffusionModule.sde must be a LinearSDE, got {type(sde).__name__}")
         if not isinstance(loss, Loss):

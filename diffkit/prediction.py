@@ -7,7 +7,7 @@ A *score model* is any callable ``model(u_t, t) -> Prediction`` (``u_t``: ``(B, 
 them apart.
 
 Conversions, for the kernel ``u_t = A u_0 + K eps`` with ``A = Psi(t, 0)`` and ``K K^T = Sigma``
-[Song+21; gDDIM, 2206.05564 (thesis eqs. 7.16-7.17); sdes.md §1]:
+[Song+21; gDDIM, 2206.05564 (thesis eqs. 7.16-7.17); docs/background/sdes.md#linear-family]:
 
 * ``score = -K^{-T} eps``      and ``eps = -K^T score``
 * ``u_0 = A^{-1} (u_t - K eps)`` and ``eps = K^{-1} (u_t - A u_0)``

@@ -3,7 +3,8 @@
 Data ``N(0, diag(lambda))`` with the CIFAR-10 covariance spectrum
 (``/work/shared/data/cifar10_cov_eigenvalues.npy``, pixels in [-1, 1]) or the synthetic GRF32
 spectrum ``lambda_{c,i,j} = 100 / (1 + i^2 + j^2)^1.5`` (DCT-diagonal, so it also serves the
-blurring SDE) [samplers.md §12-13]. The score is the exact linear one. Every sampler used here is
+blurring SDE) [docs/background/samplers.md#exactness]. The score is the exact linear one. Every
+sampler used here is
 linear in the state, so it maps Gaussians to Gaussians; the *real sampler code* is run on a few
 deterministic rows per eigendirection and the output law is computed exactly:
 
@@ -71,7 +72,8 @@ def cifar_spectrum() -> Tensor:
 
 
 def grf32_spectrum() -> Tensor:
-    """``(3, 32, 32)``: ``100 / (1 + i^2 + j^2)^1.5`` per channel (samplers.md §12)."""
+    """``(3, 32, 32)``: ``100 / (1 + i^2 + j^2)^1.5`` per channel
+    (docs/background/samplers.md#exactness)."""
     i = torch.arange(32, dtype=torch.float64)
     lam = 100.0 / (1 + i[:, None] ** 2 + i[None, :] ** 2) ** 1.5
     return lam.expand(3, 32, 32).clone()
@@ -210,7 +212,8 @@ PG_TABLE: dict[tuple[str, float], dict[int, tuple[float, float | None]]] = {
 
 
 def pg_sampler(scheme: str, n_points: int, eps: float) -> Sampler:
-    """PG's grid: N points, N - 1 uniform steps from T down to eps (samplers.md §13)."""
+    """PG's grid: N points, N - 1 uniform steps from T down to eps
+    (docs/background/samplers.md#pierret-galerne)."""
     kw = {"grid": "uniform", "t_min": eps}
     if scheme == "em":
         return EulerMaruyama(n_points - 1, lam=1.0, **kw)

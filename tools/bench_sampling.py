@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib
-import inspect
 import io
 import itertools
 import os
@@ -62,67 +60,29 @@ from benchmark_report import (
 from torch import Tensor
 
 from diffkit.denoisers.base import DenoiserSpec
-from diffkit.prediction import Prediction
-from diffkit.registry.builtins import BUILTINS
+from diffkit.denoisers.parameterization import Parameterization
+from diffkit.registry import DENOISERS
+from diffkit.registry import SAMPLERS as SAMPLER_REGISTRY
 from diffkit.sdes.vp import VPSDE
 
 SAMPLERS = ("ddim", "deis", "gddim")
 
 
 # ---------------------------------------------------------------------------- diffkit parts
-def resolve(kind: str, name: str) -> Any:
-    """A built-in part by short name via the static registry table (``None`` if absent)."""
-    target = BUILTINS.get(kind, {}).get(name)
-    if target is None:
-        return None
-    module, attr = target.split(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except Exception as exc:  # a part under construction by another helper
-        print(f"[bench_sampling] cannot import {kind} {name!r}: {exc!r}", file=sys.stderr)
-        return None
-
-
-def build_kwargs(cls: Any, wanted: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(cls).parameters
-    return {k: v for k, v in wanted.items() if k in params}
+#: Settings of each compared sampler besides ``steps`` (deterministic, no final denoising).
+SAMPLER_KWARGS: dict[str, dict[str, Any]] = {
+    "ddim": {"eta": 0.0},
+    "deis": {"order": 3},
+    "gddim": {"lam": 0.0},
+}
 
 
 def make_sampler(name: str, nfe: int) -> Any:
-    cls = resolve("sampler", name)
-    if cls is None:
-        return None
-    wanted: dict[str, Any] = {"steps": nfe, "denoise_final": False}
-    if name == "ddim":
-        wanted["eta"] = 0.0
-    if name == "deis":
-        wanted["order"] = 3
-    if name == "gddim":
-        wanted["lam"] = 0.0
-    return cls(**build_kwargs(cls, wanted))
-
-
-class _FallbackScoreModel:
-    """Used only if ``Parameterization`` is not importable yet (flagged in the report)."""
-
-    def __init__(self, sde: VPSDE, net: torch.nn.Module) -> None:
-        self.sde, self.net = sde, net
-
-    def __call__(self, u: Tensor, t: Tensor) -> Prediction:
-        raw = self.net(u.to(torch.float32), self.sde.noise_condition(t))
-        return Prediction(u, t, raw, self.sde.kernel(t), "eps")
+    return SAMPLER_REGISTRY.get(name)(steps=nfe, denoise_final=False, **SAMPLER_KWARGS[name])
 
 
 def make_score_model(sde: VPSDE, net: torch.nn.Module) -> tuple[Callable, str]:
-    try:
-        from diffkit.denoisers.parameterization import Parameterization
-
-        params = inspect.signature(Parameterization).parameters
-        kw = {"target": "eps"} if "target" in params else {}
-        return Parameterization(sde, net, **kw).eval(), "Parameterization"
-    except Exception as exc:
-        print(f"[bench_sampling] Parameterization unavailable: {exc!r}", file=sys.stderr)
-        return _FallbackScoreModel(sde, net), "fallback (Parameterization missing)"
+    return Parameterization(sde, net, target="eps").eval(), "Parameterization"
 
 
 def randomize_zero_parameters(net: torch.nn.Module) -> torch.nn.Module:
@@ -143,19 +103,16 @@ def make_net(model: str, quick: bool) -> tuple[torch.nn.Module, tuple[int, ...],
 
 def _make_net(model: str, quick: bool) -> tuple[torch.nn.Module, tuple[int, ...], int]:
     if model in ("resnet", "resnet_b64"):
-        cls = resolve("denoiser", "resnet")
-        if cls is None:
-            from diffkit.denoisers.resnet import ResNetMLP as cls
+        cls = DENOISERS.get("resnet")
         spec = DenoiserSpec((2,), (2,), (2,))
         width = 64 if quick else 256
         batch = 64 if quick or model == "resnet_b64" else 512
         return cls(spec, width=width, depth=2 if quick else 4).eval(), (2,), batch
-    cls = resolve("denoiser", "unet")
-    if cls is None:
-        raise LookupError("denoiser 'unet' is not registered yet")
     spec = DenoiserSpec((3, 32, 32), (3, 32, 32), (3, 32, 32))
-    wanted = {"channels": 32, "channel_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": ()}
-    return cls(spec, **build_kwargs(cls, wanted)).eval(), (3, 32, 32), 2 if quick else 4
+    net = DENOISERS.get("unet")(
+        spec, channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()
+    )
+    return net.eval(), (3, 32, 32), 2 if quick else 4
 
 
 # ---------------------------------------------------------------------------- bare loop
@@ -277,13 +234,6 @@ def bench_one(
     # cost depends on its input values).
     sde = VPSDE(schedule="ddpm")
     sampler = make_sampler(sampler_name, nfe)
-    if sampler is None:
-        return {
-            "model": model_name,
-            "sampler": sampler_name,
-            "nfe": nfe,
-            "error": "sampler not available",
-        }
     score_model, param_kind = make_score_model(sde, net)
     gen = torch.Generator().manual_seed(0)
     x_T = torch.randn((batch, *data_shape), generator=gen)
@@ -476,8 +426,6 @@ def profile_diffkit(nets: dict, sampler_name: str, nfe: int, top: int = 12) -> s
     net, data_shape, batch = nets["resnet"]
     sde = VPSDE()
     sampler = make_sampler(sampler_name, nfe)
-    if sampler is None:
-        return ""
     score_model, _ = make_score_model(sde, net)
     x_T = torch.randn((batch, *data_shape), generator=torch.Generator().manual_seed(0))
     sampler.sample(score_model, sde, (batch, *data_shape), u_T=x_T)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
-import inspect
 import io
 import json
 import os
@@ -65,21 +64,10 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _filtered(cls: Any, wanted: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(cls).parameters
-    return {k: v for k, v in wanted.items() if k in params}
-
-
 def _builtin(kind: str, name: str) -> Any:
-    import importlib
+    from diffkit.registry import REGISTRIES
 
-    from diffkit.registry.builtins import BUILTINS
-
-    target = BUILTINS.get(kind, {}).get(name)
-    if target is None:
-        raise LookupError(f"{kind} {name!r} is not registered yet")
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
+    return REGISTRIES[kind].get(name)
 
 
 def _denoiser_factory(cfg: dict[str, Any]):
@@ -88,17 +76,12 @@ def _denoiser_factory(cfg: dict[str, Any]):
         kw = {"width": cfg["width"], "depth": cfg["depth"]}
     else:
         cls = _builtin("denoiser", "unet")
-        kw = _filtered(
-            cls,
-            {
-                "channels": cfg["width"],
-                "model_channels": cfg["width"],
-                "base_channels": cfg["width"],
-                "channel_mult": (1, 2),
-                "num_res_blocks": 1,
-                "attn_resolutions": (),
-            },
-        )
+        kw = {
+            "channels": cfg["width"],
+            "channel_mult": (1, 2),
+            "num_res_blocks": 1,
+            "attn_resolutions": (),
+        }
     return functools.partial(cls, **kw)
 
 
@@ -138,7 +121,7 @@ def _datamodule(cfg: dict[str, Any]):
     if cfg["model"] == "unet":
         return _ImageData.build(cfg)
     gmm = _builtin("datamodule", "gmm")
-    dm = gmm(**_filtered(gmm, {"batch_size": cfg["batch"], "num_train": cfg["num_train"]}))
+    dm = gmm(batch_size=cfg["batch"], num_train=cfg["num_train"])
     dm.setup("fit")
     return dm
 
@@ -174,7 +157,7 @@ class Runner:
                 "optimizer": functools.partial(torch.optim.Adam, lr=1e-3),
                 "seed": 0,
             }
-            self.module = DiffusionModule(**_filtered(DiffusionModule, kw))
+            self.module = DiffusionModule(**kw)
             if impl == "diffkit-nobins":  # ablation: without the per-step binned-loss logging
                 self.module._log_binned = lambda out: None
             self.tmp = tempfile.mkdtemp(prefix="bench_training_")

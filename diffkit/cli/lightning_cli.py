@@ -75,19 +75,15 @@ def plugins_in_use(objects: Iterable[Any]) -> dict[str, str]:
 
 
 def _materialize_aliases() -> None:
-    """Make registered short names visible to jsonargparse (no-op until the registry exists)."""
-    try:
-        from diffkit.registry import materialize_all
-    except ImportError:
-        return
+    """Make registered short names visible to jsonargparse."""
+    from diffkit.registry import materialize_all
+
     materialize_all()
 
 
 def _parser_class() -> type[LightningArgumentParser]:
-    try:
-        from diffkit.cli.parser import DiffkitArgumentParser
-    except ImportError:
-        return LightningArgumentParser
+    from diffkit.cli.parser import DiffkitArgumentParser
+
     return DiffkitArgumentParser
 
 

@@ -60,13 +60,7 @@ def _run_lightning(argv: list[str] | None) -> int:
 def _run_routed(command: str, argv: list[str]) -> int:
     target, _ = SUBCOMMANDS[command]
     module_name, func_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        return _error(f"'diffkit {command}' is not available in this installation ({target})")
-    code = getattr(module, func_name)(argv)
+    code = getattr(importlib.import_module(module_name), func_name)(argv)
     return int(code or 0)
 
 

@@ -35,17 +35,11 @@ class CommandError(ValueError):
 
 
 def _parser(prog: str, description: str) -> Any:
-    try:
-        from diffkit.registry import materialize_all
+    from diffkit.cli.parser import ShortNameArgumentParser
+    from diffkit.registry import materialize_all
 
-        materialize_all()
-    except ImportError:  # registry not installed: full class paths still work
-        pass
-    try:
-        from diffkit.cli.parser import ShortNameArgumentParser as Parser
-    except ImportError:
-        from jsonargparse import ArgumentParser as Parser
-    return Parser(prog=prog, description=description)
+    materialize_all()
+    return ShortNameArgumentParser(prog=prog, description=description)
 
 
 def _instantiate(parser: Any, cfg: Any) -> Any:

@@ -1,7 +1,8 @@
 """Gaussian-mixture data in any dimension, with its exact law (the default toy).
 
 Presets: ``diamond`` is CLD-SGM's 9-component 2-D toy (means on the grid ``{-0.5, 0, 0.5}^2``
-rotated by 45 degrees, std 0.04, equal weights) [CLD, 2112.07068; sdes.md §8]; ``ring`` puts the
+rotated by 45 degrees, std 0.04, equal weights) [CLD, 2112.07068;
+docs/background/sdes.md#exact-scores]; ``ring`` puts the
 means evenly on a circle in the first two coordinates; ``random`` draws them from
 ``N(0, radius^2 I)`` with the datamodule's seed. Every split is drawn from the exact law with its
 own seeded generator, so train, validation and held-out data are independent and reproducible.

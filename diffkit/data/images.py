@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from diffkit.data.base import DiffusionDataModule
 from diffkit.data.gmm import collate_dict
 from diffkit.data.shuffle import epoch_shuffle
+from diffkit.seeding import step_generator
 
 __all__ = [
     "CIFAR10DataModule",
@@ -223,8 +224,6 @@ class ImageDataModule(DiffusionDataModule):
         if not (self.random_flip and trainer is not None and trainer.training):
             return batch
         x = batch["x"]
-        from diffkit.module import step_generator
-
         g = step_generator(self.seed, trainer.global_rank, trainer.global_step, stream=7)
         flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)
         flip = flip.view(-1, *([1] * (x.dim() - 1)))

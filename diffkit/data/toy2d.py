@@ -10,7 +10,8 @@ Shapes (before ``noise``; every one is scaled so its coordinates lie roughly in 
 - ``swiss_roll``: the 2-D swiss roll ``(a cos a, a sin a) / 5`` with ``a = 1.5 pi (1 + 2 U)``
   (the ``(x, z)`` projection of ``make_swiss_roll``).
 - ``checkerboard``: uniform on the 8 dark squares of a 4 x 4 board covering ``[-2, 2]^2``.
-- ``diamond``: CLD-SGM's 9-component Gaussian mixture [CLD, 2112.07068; sdes.md §8]; ``noise``
+- ``diamond``: CLD-SGM's 9-component Gaussian mixture [CLD, 2112.07068;
+docs/background/sdes.md#exact-scores]; ``noise``
   is its component std (default 0.04) and :meth:`Toy2DDataModule.exact_distribution` gives it
   in closed form.
 

@@ -1,4 +1,5 @@
-"""One-dimensional function bases for the functional tensor train (denoisers.md §4).
+"""One-dimensional function bases for the functional tensor train
+(docs/background/denoisers.md#tensor-train).
 
 Both bases evaluate ``m`` functions at every coordinate of ``x`` ``(B, d)`` and return
 ``(B, d, m)``; each coordinate ``i`` has its own interval ``[a_i, b_i]`` (``lower``/``upper``,

@@ -1,4 +1,4 @@
-"""Embeddings of the noise condition ``c_noise`` (denoisers.md §1).
+"""Embeddings of the noise condition ``c_noise`` (docs/background/denoisers.md#noise-conditioning).
 
 Both embeddings map ``c`` of shape ``(B,)`` to ``(B, dim)``, computed in float64 and returned in
 the dtype of the module's parameters (float32 by default).

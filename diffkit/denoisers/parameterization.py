@@ -1,4 +1,5 @@
-"""Turn a raw denoiser network into a score model (losses.md §2, §5; DESIGN.md §3).
+"""Turn a raw denoiser network into a score model (docs/background/losses.md#targets,
+docs/background/losses.md#edm-preconditioning).
 
 :class:`Parameterization` wraps ``net(u, c_noise, cond)`` and a
 :class:`~diffkit.sdes.base.LinearSDE` into ``model(u_t, t, cond=None) -> Prediction``:
@@ -34,7 +35,8 @@ Options:
 * ``mixed_score=True`` (with ``velocity_only``; CLD-SGM's ``mixed_score``): the network learns a
   residual on top of the analytic velocity score of the reference kernel,
   ``s_v = -v / Sigma_vv(t) + s_v^net``, with ``Sigma_vv`` the training kernel's velocity
-  variance (initial variances ``(0, gamma M)``) [CLD, 2112.07068 §3.2; losses.md §7].
+  variance (initial variances ``(0, gamma M)``) [CLD, 2112.07068 Sec. 3.2;
+  docs/background/losses.md#hsm].
 * ``residual="gaussian"``: the network output is added to the exact prediction (in ``target``)
   for data ``N(0, sigma_data^2 I)`` under the SDE's kernel, a linear map of ``u_t``
   (:func:`gaussian_operator`; operator form, so it is exact for VP, VE, blurring and CLD). A
@@ -72,16 +74,6 @@ Preconditioning = Literal["none", "edm"]
 Residual = Literal["none", "gaussian"]
 
 
-def kernel_is_scalar(kernel: GaussianKernel) -> bool:
-    """Whether ``u_t = alpha u_0 + sigma eps`` with scalar ``alpha``, ``sigma`` per time."""
-    return kernel.mean_op.is_scalar and kernel.scale.is_scalar
-
-
-def scalar_alpha_sigma(kernel: GaussianKernel) -> tuple[Tensor, Tensor]:
-    """``(alpha, sigma)``, each ``(N,)`` float64, of a scalar kernel."""
-    return kernel.mean_op.coef[:, 0, 0], kernel.scale.coef[:, 0, 0]
-
-
 def marginal_input_scale(kernel: GaussianKernel, sigma_data: float) -> LinearOp:
     """``c_in``: inverse square root of ``diag(sigma_data^2 Psi Psi^T + Sigma)`` per block."""
     psi = kernel.mean_op
@@ -106,23 +98,13 @@ def gaussian_operator(
     ``eps = K^T C^{-1} u``, ``x0 = A^{-1} (I - Sigma C^{-1}) u`` and, for scalar kernels,
     ``v = alpha eps - sigma x0``.
     """
-    point = getattr(sde, "point_kernel", None)
-    pk = point(t) if callable(point) else kernel
+    pk = sde.point_kernel(t)
     a = pk.mean_op
     if sde.block == 1:
         c0 = LinearOp.scalar(torch.full((1,), sigma_data**2, dtype=torch.float64, device=t.device))
     else:
-        vvar = getattr(sde, "velocity_variance", None)
-        if vvar is None:
-            raise ValueError(
-                f"residual='gaussian' on {type(sde).__name__} (block = {sde.block}) needs the "
-                "SDE's 'velocity_variance'; use residual='none'"
-            )
-        c0 = LinearOp.block(
-            torch.diag(torch.tensor([sigma_data**2, float(vvar)], dtype=torch.float64)).to(
-                t.device
-            )[None]
-        )
+        var = torch.tensor([sigma_data**2, sde.velocity_variance], dtype=torch.float64)
+        c0 = LinearOp.block(torch.diag(var).to(t.device)[None])
     precision = (a @ c0 @ a.T + pk.cov).inv()
     if target == "score":
         return -precision
@@ -134,9 +116,9 @@ def gaussian_operator(
     if target == "x0":
         return x0
     if target == "v":  # v = alpha eps - sigma x0 (scalar variance-preserving kernels)
-        if not kernel_is_scalar(kernel):
+        if not kernel.is_scalar:
             raise ValueError("residual='gaussian' with target 'v' needs a scalar kernel (vp)")
-        alpha, sigma = scalar_alpha_sigma(kernel)
+        alpha, sigma = kernel.alpha_sigma()
         return eps * alpha - x0 * sigma
     raise ValueError(
         f"residual='gaussian' is defined for targets 'eps', 'x0', 'v' and 'score', got {target!r}"
@@ -252,7 +234,7 @@ class Parameterization(nn.Module):
                 "(CLD hybrid score matching, loss 'hsm')"
             )
         if preconditioning == "edm":
-            if not kernel_is_scalar(probe):
+            if not probe.is_scalar:
                 raise ValueError(
                     f"preconditioning='edm' needs a scalar kernel (vp, ve); "
                     f"{type(sde).__name__} has an operator-valued kernel: "
@@ -352,10 +334,10 @@ class Parameterization(nn.Module):
         ``skip`` and ``out``."""
         kernel = self.sde.kernel(t)
         co: dict[str, Any] = {"kernel": kernel}
-        scalar = kernel_is_scalar(kernel)
+        scalar = kernel.is_scalar
         sd = self.sigma_data
         if self.preconditioning == "edm":
-            alpha, sigma = scalar_alpha_sigma(kernel)
+            alpha, sigma = kernel.alpha_sigma()
             rho = sigma / alpha
             norm = (rho**2 + sd**2).sqrt()
             co["c_noise"] = 0.25 * rho.log()
@@ -366,7 +348,7 @@ class Parameterization(nn.Module):
         co["c_noise"] = self.sde.noise_condition(t)
         if self.input_scaling:
             if scalar:
-                alpha, sigma = scalar_alpha_sigma(kernel)
+                alpha, sigma = kernel.alpha_sigma()
                 co["c_in"] = (sd**2 * alpha**2 + sigma**2).clamp_min(1e-30).rsqrt()
             else:
                 co["c_in"] = marginal_input_scale(kernel, sd)

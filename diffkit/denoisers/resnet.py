@@ -1,4 +1,4 @@
-"""Pre-norm residual MLP for vector data (denoisers.md §2).
+"""Pre-norm residual MLP for vector data (docs/background/denoisers.md#resnet).
 
 With ``e = MLP(emb(c_noise))`` (plus a class embedding when conditioned),
 ``h_0 = W_in x``, and per block

@@ -1,5 +1,5 @@
 """Functional tensor-train (FTT) denoiser [BE24 eqs. 8-13; TTDE, 2108.00089; Oseledets, SIAM J.
-Sci. Comput. 2011] (denoisers.md §4), built on tensorly.
+Sci. Comput. 2011] (docs/background/denoisers.md#tensor-train), built on tensorly.
 
 Each output coordinate is a multilinear form in per-coordinate 1-D features:
 

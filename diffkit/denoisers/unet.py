@@ -1,5 +1,5 @@
 """DDPM / NCSN++-style U-Net for images [Ho+20, 2006.11239; Song+21, 2011.13456; ADM, 2105.05233;
-U-Net, 1505.04597] (denoisers.md §3).
+U-Net, 1505.04597] (docs/background/denoisers.md#unet).
 
 Layout: ``conv_in`` 3x3 -> per level ``num_res_blocks`` residual blocks (+ self-attention at the
 resolutions in ``attn_resolutions``) and a stride-2 downsample (except at the last level) ->

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from diffkit.losses.time_sampling import sample_time
 
 if TYPE_CHECKING:
-    from diffkit.denoisers.parameterization import Parameterization
+    from diffkit.prediction import ScoreModel
     from diffkit.sdes.base import LinearSDE
 
 __all__ = ["Loss", "LossOutput"]
@@ -78,7 +78,7 @@ class Loss(nn.Module):
 
     def forward(
         self,
-        model: Parameterization,
+        model: ScoreModel,
         sde: LinearSDE,
         x0: Tensor,
         cond: Tensor | None = None,

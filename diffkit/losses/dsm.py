@@ -1,5 +1,5 @@
 """Denoising score matching for any linear SDE [Vincent11; Song+21, 2011.13456 eq. 7;
-DEIS, 2204.13902; gDDIM, 2206.05564] (losses.md §1-§4).
+DEIS, 2204.13902; gDDIM, 2206.05564] (docs/background/losses.md).
 
 One training step: ``x0 ~ data``, ``t ~ pi(t)``, ``u_0 = sde.lift(x0)``, ``u_t = Psi(t, 0) u_0
 + K_t eps``, ``pred = model(u_t, t)``; the per-sample loss is a weighted squared error in the
@@ -24,7 +24,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from diffkit.denoisers.parameterization import kernel_is_scalar, scalar_alpha_sigma
 from diffkit.losses.base import Loss, LossOutput
 from diffkit.losses.time_sampling import TimeSampling, likelihood_normaliser
 from diffkit.losses.weighting import WEIGHTINGS, Weighting, eps_weight, target_factor
@@ -60,7 +59,7 @@ def regression_target(
     if target == "score":
         return pred.score(), -kernel.scale.T.solve(eps)
     if target == "v":
-        alpha, sigma = scalar_alpha_sigma(kernel)
+        alpha, sigma = kernel.alpha_sigma()
         shape = (-1,) + (1,) * (u0.dim() - 1)
         a = alpha.to(u0.dtype).reshape(shape)
         s = sigma.to(u0.dtype).reshape(shape)
@@ -163,7 +162,7 @@ class DenoisingScoreMatching(Loss):
         name = type(sde).__name__
         if not self.t_min < sde.T:
             raise ValueError(f"dsm.t_min = {self.t_min} must be < T = {sde.T} of {name}")
-        scalar = kernel_is_scalar(sde.kernel(torch.tensor([0.5 * sde.T], dtype=torch.float64)))
+        scalar = sde.kernel(torch.tensor([0.5 * sde.T], dtype=torch.float64)).is_scalar
         if self.target == "v" and not (getattr(sde, "supports_v", False) and scalar):
             raise ValueError(
                 f"dsm.target='v' is defined only for variance-preserving scalar kernels "
@@ -216,7 +215,7 @@ class DenoisingScoreMatching(Loss):
     ) -> Tensor:
         """The weighted per-sample loss ``(B,)`` of a prediction at ``(pred.u_t, pred.t)``."""
         kernel, t = pred.kernel, pred.t
-        scalar = kernel_is_scalar(kernel)
+        scalar = kernel.is_scalar
         dtype = pred.raw.dtype
         if importance:
             z = likelihood_normaliser(sde, self.t_min) / (sde.T - self.t_min)
@@ -226,7 +225,7 @@ class DenoisingScoreMatching(Loss):
             est, truth = regression_target(self.target, kernel, u0, eps, pred)
             return reduce_dims((est - truth) ** 2, self.reduction)
         if scalar:
-            alpha, sigma = scalar_alpha_sigma(kernel)
+            alpha, sigma = kernel.alpha_sigma()
             w = eps_weight(
                 self.weighting,
                 sde,

@@ -1,5 +1,5 @@
-"""Hybrid score matching for critically-damped Langevin diffusion [CLD, 2112.07068 §3.2;
-CLD-SGM ``losses.py``] (losses.md §7, sdes.md §6).
+"""Hybrid score matching for critically-damped Langevin diffusion [CLD, 2112.07068 Sec. 3.2;
+CLD-SGM ``losses.py``] (docs/background/losses.md#hsm, docs/background/sdes.md#cld).
 
 The initial velocity is marginalised instead of sampled: ``u_0 = (x_0, 0)`` in the kernel *mean*,
 and the kernel covariance starts from ``diag(0, gamma M)`` (the SDE's training :meth:`kernel`,

@@ -1,4 +1,5 @@
-"""Laws for the training time ``t`` (losses.md §4). All draws are float64 and come only from the
+"""Laws for the training time ``t`` (docs/background/losses.md#time-sampling). All draws are float64
+and come only from the
 generator passed in.
 
 * ``uniform``: ``t ~ U[t_min, T]`` [Song+21].
@@ -7,7 +8,7 @@ generator passed in.
 * ``log_normal``: ``ln rho ~ N(p_mean, p_std^2)`` [EDM, 2206.00364], mapped to time through
   ``sde.t_from_noise_level`` and clipped to ``[t_min, T]``.
 * ``importance``: ``t`` with density proportional to the likelihood weight in eps-space,
-  ``g^2 / sigma^2 = -d log SNR / dt`` [ScoreFlow, 2101.09258 §5; VDM]. Its CDF is
+  ``g^2 / sigma^2 = -d log SNR / dt`` [ScoreFlow, 2101.09258 Sec. 5; VDM]. Its CDF is
   ``F(t) = (lambda(t_min) - lambda(t)) / (lambda(t_min) - lambda(T))`` with ``lambda = log SNR``
   for *any* scalar SDE, so ``t = t_from_noise_level(exp(-lambda / 2))`` with ``lambda`` uniform
   between the end values (for VP-Song this is losses.md's ``log expm1(B)`` inversion).

@@ -1,4 +1,4 @@
-"""Loss weightings and their equivalences across targets (losses.md §2-§3).
+"""Loss weightings and their equivalences across targets (docs/background/losses.md#weightings).
 
 Every named weighting except ``uniform`` is one fixed *objective*, independent of the target
 the network predicts; it is defined by its **eps-space weight** ``w_eps(t)`` (the weight of

@@ -5,7 +5,7 @@ Every metric returns ``{"value": ..., "n": ..., ...}`` from :meth:`SampleMetric.
 FID on 2k samples is not FID on 50k, so ``n`` is always logged next to the value
 (``eval/<name>`` and ``eval/<name>_n``, see :class:`diffkit.callbacks.evaluation.MetricEvaluation`).
 
-State is declared with ``add_state`` (STYLE.md, torchmetrics), so reset, DDP synchronisation and
+State is declared with ``add_state`` (as in torchmetrics), so reset, DDP synchronisation and
 checkpointing are generic: sample sets are ``cat`` states, gathered across ranks before
 :meth:`compute`.
 """

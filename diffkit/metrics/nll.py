@@ -353,7 +353,7 @@ class NLL(SampleMetric):
         sde = self.sde
         if sde.block == 1:
             return sde.lift(x, generator=g), torch.zeros(x.shape[0], dtype=torch.float64)
-        var = float(getattr(sde, "velocity_variance", 0.0))
+        var = float(sde.velocity_variance)
         if not var > 0:
             raise ValueError(
                 f"NLL: {type(sde).__name__} has an auxiliary velocity (block=2) but no positive "

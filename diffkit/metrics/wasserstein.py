@@ -2,7 +2,8 @@
 
 * :class:`W2`: exact OT, ``W2 = sqrt(ot.emd2(a, b, ot.dist(x, y)))`` with uniform weights and a
   large ``numItermax`` (the default 1e5 stops early in high dimension and POT only warns;
-  metrics.md §2). Beyond ``max_exact`` samples per side (cost ~n^3) it switches to the sliced
+  docs/background/metrics.md#empirical-ot). Beyond ``max_exact`` samples per side (cost ~n^3) it
+  switches to the sliced
   W2 with a fixed seed, and reports ``sliced = 1``: sliced W2 is a lower bound of W2, not W2.
 * :class:`Sinkhorn`: entropic OT [Cuturi13, 1306.0895].
 

@@ -2,7 +2,7 @@
 
 With the kernel ``u_t = A_t u_0 + K_t eps`` (``A_t = Psi(t, 0)``, ``K_t`` the kernel's scale),
 one step from ``t`` to ``s < t`` denoises with ``K_t``, transports with ``Psi(s, t)`` and
-re-noises (samplers.md §4, operator form)::
+re-noises (docs/background/samplers.md#ddim, operator form)::
 
     u_s = Psi(s, t) (u_t - K_t eps) + K'_s eps + P^{1/2} z,   K'_s = chol(Sigma_s - P),
     P = eta^2 (Sigma_s - Sigma_s Psi(t, s)^T Sigma_t^{-1} Psi(t, s) Sigma_s)

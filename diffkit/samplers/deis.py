@@ -4,7 +4,8 @@ Order convention: ``order`` is the polynomial degree ``r``; each step uses ``r +
 (the current one and ``r`` earlier ones), like the DEIS paper's tAB-r / rhoAB-r and the
 reference code's ``ab_order``. ``order = 0`` is DDIM (for factor ``R``, and for every SDE whose
 kernel factor is ``sigma_t``). diffusers' ``solver_order`` counts values (``= order + 1``).
-The first ``r`` steps use the lower orders available, at no extra NFE (samplers.md §7).
+The first ``r`` steps use the lower orders available, at no extra NFE
+(docs/background/samplers.md#deis).
 
 Coefficients (:func:`~diffkit.samplers.exponential.exponential_coefficients`) are computed once
 per (SDE, grid) in float64.

@@ -1,7 +1,7 @@
 """Euler-Maruyama on the reverse-time family (lam = 0: Euler on the probability-flow ODE).
 
 One step from ``t`` to ``s < t``, ``h = t - s`` [Song+21, 2011.13456; gDDIM, 2206.05564
-(thesis eq. 7.6); samplers.md §1]::
+(thesis eq. 7.6); docs/background/samplers.md#euler-maruyama]::
 
     u_s = u_t - h [F(t) u_t - (1 + lam^2)/2 G G^T score(u_t, t)] + lam sqrt(h) G(t) z
 

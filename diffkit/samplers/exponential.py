@@ -2,7 +2,8 @@
 
 For a step ``t -> s`` on a decreasing grid and eps values at the current and ``q`` earlier
 (larger-t) grid points ``t_{i}, t_{i-1}, ..., t_{i-q}`` (grid index here increases towards
-data) [DEIS, 2204.13902; gDDIM, 2206.05564 (thesis eqs. 6.13-6.15, 7.19); samplers.md §7-8]::
+data) [DEIS, 2204.13902; gDDIM, 2206.05564 (thesis eqs. 6.13-6.15, 7.19);
+docs/background/samplers.md#deis]::
 
     u_s = Psi(s, t) u_t + sum_j C_j eps_{i-j},
     C_j = int_t^s 1/2 Psi(s, tau) G G^T K_tau^{-T} l_j(tau) dtau,
@@ -13,7 +14,8 @@ quadrature on the operators' coefficient tensors, so one code path serves scalar
 2x2-block SDEs:
 
 * 1x1 blocks (VP, VE, blurring; the factor is ``R_t = Sigma_t^{1/2}`` whether called ``kernel``
-  or ``R``): the by-parts form of samplers.md §8, whose order-0 part is the exact DDIM/gDDIM
+  or ``R``): the by-parts form of docs/background/samplers.md#gddim, whose order-0 part is the exact
+  DDIM/gDDIM
   coefficient and whose remaining integral ``int Psi(s,tau) R_tau l_j'`` is smooth;
 * 2x2 blocks (CLD, with the Cholesky or the R factor): the integral itself.
 
@@ -172,7 +174,8 @@ def _direct_chunk(sde, t, s, node_x, q, var, factor, gx, gw) -> tuple[list[Tenso
 
 def _by_parts_chunk(sde, t, s, node_x, q, var, variant, gx, gw) -> tuple[list[Tensor], object]:
     """The same coefficients for 1x1 blocks, where the factor is ``R_t = Sigma_t^{1/2}`` and
-    ``d/dtau [Psi(s,tau) R_tau] = 1/2 Psi G G^T R^{-T}`` (samplers.md §8, by parts)::
+    ``d/dtau [Psi(s,tau) R_tau] = 1/2 Psi G G^T R^{-T}`` (docs/background/samplers.md#gddim, by
+    parts)::
 
         C_j = R_s l_j(s) - Psi(s,t) R_t [j = 0] + int_s^t Psi(s,tau) R_tau l_j'(tau) dtau
 

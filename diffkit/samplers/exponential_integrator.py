@@ -1,4 +1,5 @@
-"""Exponential-integrator SDE sampler: score frozen over the step [PG, 2405.14250; samplers.md §2].
+"""Exponential-integrator SDE sampler: score frozen over the step [PG, 2405.14250;
+docs/background/samplers.md#exponential-integrator].
 
 The linear part of the reverse family is integrated exactly and the score ``s(u_t, t)`` is held
 fixed over the step ``t -> s < t``; the noise has the exact covariance of the frozen-score

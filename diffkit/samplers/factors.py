@@ -24,7 +24,7 @@ FactorKind = Literal["kernel", "R"]
 
 def has_factor(sde: LinearSDE, kind: FactorKind) -> bool:
     """Whether :func:`noise_factor` is defined for ``sde``."""
-    return kind == "kernel" or sde.block == 1 or hasattr(sde, "kernel_factor_R")
+    return kind == "kernel" or sde.defines_kernel_factor_R()
 
 
 def noise_factor(sde: LinearSDE, t: Tensor, kind: FactorKind) -> LinearOp:
@@ -33,12 +33,4 @@ def noise_factor(sde: LinearSDE, t: Tensor, kind: FactorKind) -> LinearOp:
         return sde.kernel(t).scale
     if kind != "R":
         raise ValueError(f"factor must be 'kernel' or 'R', got {kind!r}")
-    fn = getattr(sde, "kernel_factor_R", None)
-    if fn is not None:
-        return fn(t)
-    if sde.block == 1:
-        return sde.kernel(t).cov.cholesky()
-    raise ValueError(
-        f"gDDIM's R_t factor is undefined for {type(sde).__name__}: a 2x2-block SDE must provide "
-        "kernel_factor_R(t); use factor='kernel' (Cholesky) or another sampler"
-    )
+    return sde.kernel_factor_R(t)

@@ -8,7 +8,7 @@ constant (thesis Prop. 7), which is what makes one step exact there.
 * Deterministic (``lam = 0``, thesis eq. 7.18): ``u_s = Psi(s,t)(u_t - R_t eps) + R_s eps``;
   with ``order = r > 0`` the multistep predictor of thesis eq. 7.19 (DEIS coefficients with
   ``K = R``; ``r + 1`` eps values, see :mod:`diffkit.samplers.deis`).
-* Stochastic (``lam > 0``, thesis Props. 8-9, samplers.md §8)::
+* Stochastic (``lam > 0``, thesis Props. 8-9, docs/background/samplers.md#gddim)::
 
       u_s ~ N(Psi(s,t) u_t + [Psihat(s,t) - Psi(s,t)] R_t eps,  P),
       P = Sigma_s - Psihat(s,t) Sigma_t Psihat(s,t)^T,

@@ -1,6 +1,7 @@
 """Heun's method on the probability-flow ODE, with EDM's optional churn [EDM, 2206.00364].
 
-With ``v(u, t) = F(t) u - 1/2 G G^T score(u, t)`` and ``h = t - s`` (samplers.md §5)::
+With ``v(u, t) = F(t) u - 1/2 G G^T score(u, t)`` and ``h = t - s``
+(docs/background/samplers.md#heun)::
 
     d = v(u_t, t),  u_bar = u_t - h d,  d' = v(u_bar, s),  u_s = u_t - h/2 (d + d')
 

@@ -1,6 +1,6 @@
 """Predictor-corrector sampling with a Langevin corrector [Song+21, 2011.13456, Algs. 2-3].
 
-Per grid time ``t_i`` (samplers.md §6):
+Per grid time ``t_i`` (docs/background/samplers.md#predictor-corrector):
 
 * corrector, ``n_corrector`` times at fixed ``t``: ``g = score(u, t)``,
   ``step = 2 a (snr ||z|| / ||g||)^2``, ``u <- u + step g + sqrt(2 step) z`` (norms: per-sample

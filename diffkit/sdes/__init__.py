@@ -10,6 +10,7 @@ import importlib
 
 _EXPORTS = {
     "LinearSDE": "diffkit.sdes.base",
+    "ScalarSDE": "diffkit.sdes.base",
     "GaussianKernel": "diffkit.sdes.base",
     "LinearOp": "diffkit.sdes.operators",
     "DCTBasis": "diffkit.sdes.operators",

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from diffkit.sdes.operators import LinearOp
 
-__all__ = ["GaussianKernel", "LinearSDE", "as_time"]
+__all__ = ["GaussianKernel", "LinearSDE", "ScalarSDE", "as_time"]
 
 
 def as_time(t: Tensor | float, *, device: torch.device | None = None) -> Tensor:
@@ -42,6 +42,15 @@ class GaussianKernel:
     cov: LinearOp  # Sigma_t
     scale: LinearOp  # K_t with K K^T = Sigma_t
 
+    @property
+    def is_scalar(self) -> bool:
+        """Whether ``u_t = alpha u_0 + sigma eps`` with scalar ``alpha``, ``sigma`` per time."""
+        return self.mean_op.is_scalar and self.scale.is_scalar
+
+    def alpha_sigma(self) -> tuple[Tensor, Tensor]:
+        """``(alpha, sigma)``, each ``(N,)`` float64, of a scalar kernel (see :attr:`is_scalar`)."""
+        return self.mean_op.coef[:, 0, 0], self.scale.coef[:, 0, 0]
+
 
 class LinearSDE(nn.Module, abc.ABC):
     """Base class of forward SDEs. Subclasses implement the abstract methods in closed form.
@@ -57,6 +66,9 @@ class LinearSDE(nn.Module, abc.ABC):
     t_min: float = 1e-3
     block: int = 1
     supports_v: bool = False
+    #: Variance of the initial velocity ``v_0 ~ N(0, velocity_variance I)`` of a block-2 state
+    #: (CLD's ``gamma M``); 0 for SDEs on the data itself.
+    velocity_variance: float = 0.0
 
     # ----------------------------------------------------------------- shapes
     def state_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -90,6 +102,33 @@ class LinearSDE(nn.Module, abc.ABC):
     @abc.abstractmethod
     def kernel(self, t: Tensor | float) -> GaussianKernel:
         """The training kernel ``u_t | u_0`` (for CLD with HSM, conditioned on ``x_0`` only)."""
+
+    def point_kernel(self, t: Tensor | float) -> GaussianKernel:
+        """The kernel ``u_t | u_0`` from a point mass in the full state.
+
+        Equal to :meth:`kernel` unless the training kernel is conditioned on part of the state
+        only (CLD's hybrid score matching conditions on ``x_0`` and marginalises ``v_0``).
+        """
+        return self.kernel(t)
+
+    def kernel_factor_R(self, t: Tensor | float) -> LinearOp:
+        """gDDIM's factor ``R_t`` with ``dR/dt = F R + 1/2 G G^T R^{-T}``, ``R R^T = Sigma_t``
+        [gDDIM, 2206.05564]; see :mod:`diffkit.samplers.factors`.
+
+        For 1x1 blocks (scalar and per-frequency SDEs) ``R_t = Sigma_t^{1/2}``; a 2x2-block SDE
+        must override this (CLD does).
+        """
+        if self.block == 1:
+            return self.kernel(t).cov.cholesky()
+        raise ValueError(
+            f"gDDIM's R_t factor is undefined for {type(self).__name__}: a 2x2-block SDE must "
+            "provide kernel_factor_R(t); use factor='kernel' (Cholesky) or another sampler"
+        )
+
+    @classmethod
+    def defines_kernel_factor_R(cls) -> bool:
+        """Whether :meth:`kernel_factor_R` is defined for this SDE."""
+        return cls.block == 1 or cls.kernel_factor_R is not LinearSDE.kernel_factor_R
 
     def conditional_cov(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
         """``Sigma_{t|s}`` for ``s <= t``, by Chapman-Kolmogorov from the kernel at ``0``."""
@@ -189,3 +228,68 @@ class LinearSDE(nn.Module, abc.ABC):
             if new is not None and new.dtype != torch.float64:
                 setattr(self, name, old.to(device=new.device))
         return out
+
+
+class ScalarSDE(LinearSDE):
+    """An SDE whose kernel is ``u_t = alpha(t) u_0 + sigma(t) eps`` with scalar coefficients.
+
+    ``du = f(t) u dt + g(t) dW`` with ``f = d log alpha / dt`` and
+    ``g^2 = d sigma^2 / dt - 2 f sigma^2`` [Song+21, 2011.13456; docs/background/sdes.md#scalar].
+    A subclass defines the schedule only -- :meth:`log_alpha`, :meth:`kernel_var`,
+    :meth:`drift_coef`, :meth:`diffusion_sq` and ``prior_var`` -- and this base derives the
+    operators, the kernel and the noise level ``rho = sigma / alpha``. Every value is
+    ``(N,)`` float64 for ``N`` times.
+    """
+
+    #: Variance of the prior ``N(0, prior_var I)``.
+    prior_var: float = 1.0
+
+    @abc.abstractmethod
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        """``log alpha(t)``, the log of the kernel's mean coefficient."""
+
+    @abc.abstractmethod
+    def kernel_var(self, t: Tensor | float) -> Tensor:
+        """``sigma(t)^2``, the kernel variance."""
+
+    @abc.abstractmethod
+    def drift_coef(self, t: Tensor | float) -> Tensor:
+        """``f(t) = d log alpha / dt``."""
+
+    @abc.abstractmethod
+    def diffusion_sq(self, t: Tensor | float) -> Tensor:
+        """``g(t)^2 = d sigma^2 / dt - 2 f sigma^2``."""
+
+    def alpha(self, t: Tensor | float) -> Tensor:
+        """``alpha(t)``."""
+        return self.log_alpha(t).exp()
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """``sigma(t)``, the kernel standard deviation."""
+        return self.kernel_var(t).sqrt()
+
+    def drift_op(self, t: Tensor | float) -> LinearOp:
+        return LinearOp.scalar(self.drift_coef(t))
+
+    def diffusion_op(self, t: Tensor | float) -> LinearOp:
+        return LinearOp.scalar(self.diffusion_sq(t).sqrt())
+
+    def transition(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
+        """``Psi(t, s) = alpha(t) / alpha(s)``."""
+        return LinearOp.scalar((self.log_alpha(t) - self.log_alpha(s)).exp())
+
+    def kernel(self, t: Tensor | float) -> GaussianKernel:
+        self.check_time(t)
+        var = self.kernel_var(t)
+        return GaussianKernel(
+            mean_op=LinearOp.scalar(self.log_alpha(t).exp()),
+            cov=LinearOp.scalar(var),
+            scale=LinearOp.scalar(var.sqrt()),
+        )
+
+    def prior_cov(self) -> LinearOp:
+        return LinearOp.scalar(self.prior_var)
+
+    def noise_level(self, t: Tensor | float) -> Tensor:
+        """``rho = sigma / alpha`` (EDM's sigma, DEIS's rho)."""
+        return self.kernel_var(t).sqrt() * (-self.log_alpha(t)).exp()

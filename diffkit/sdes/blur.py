@@ -1,7 +1,7 @@
 """Blurring diffusion [BDM, 2209.05557; IHDM, 2206.13397; gDDIM, 2206.05564].
 
 Per channel, in the orthonormal 2-D DCT basis (:class:`~diffkit.sdes.operators.DCTBasis`), each
-frequency ``(i, j)`` follows a scalar kernel with isotropic noise (sdes.md §7)::
+frequency ``(i, j)`` follows a scalar kernel with isotropic noise (docs/background/sdes.md#blur)::
 
     u_t = a_t u_0 + sigma_t eps,        a_t = alpha_t d_t,
     d_t = (1 - d_min) exp(-lambda tau_t) + d_min,     tau_t = sigma_B(t)^2 / 2,

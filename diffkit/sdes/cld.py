@@ -6,7 +6,8 @@ The state is ``u = (x, v)``, stored as ``(B, 2, *S)``::
 
 with critical damping ``Gamma^2 = 4 M`` (so ``Gamma = 2 / sqrt(m_inv)``) and
 ``beta(t) = beta0 + beta1 t``. Every operator is a 2x2 block shared by all data coordinates.
-Closed forms: sdes.md §6 (CLD-SGM's ``sde_lib.CLD``), evaluated in the overflow-safe rearranged
+Closed forms: docs/background/sdes.md#cld (CLD-SGM's ``sde_lib.CLD``), evaluated in the
+overflow-safe rearranged
 form (no ``e^{+4gB}`` factor), with the regularised incomplete gamma function for the position
 variance so that small ``t`` keeps full relative precision.
 
@@ -156,7 +157,8 @@ class CLDSDE(LinearSDE):
         """Kernel covariance blocks ``(N, 2, 2)`` from independent initial variances
         ``(a, c) = (var_x, var_v)`` at time 0 (numbers or ``(N,)``), without ``numerical_eps``.
 
-        Overflow-safe rearrangement of CLD-SGM's ``var`` (sdes.md §6): with ``x = 4 g B``,
+        Overflow-safe rearrangement of CLD-SGM's ``var`` (docs/background/sdes.md#cld): with
+        ``x = 4 g B``,
         ``Sigma_xx = P(3, x) + e^{-x}[a(1 + x + x^2/4) + 16 g^4 B^2 c]`` (``P``: regularised
         lower incomplete gamma, ``P(3, x) = 1 - e^{-x}(1 + x + x^2/2)``),
         ``Sigma_xv = e^{-x}[-a B + 4 g^2 B c - 2 g B^2 (a - 2) - 8 g^3 B^2 c]``,

@@ -3,7 +3,7 @@
 For data ``p_0 = sum_k pi_k N(mu_k, C_k)`` and a linear SDE with kernel
 ``u_t | u_0 ~ N(A_t u_0, S_t)`` (``A_t = Psi(t, 0)``, ``S_t = Sigma_t``) the marginal is again a
 mixture [Shah+23, 2307.01178; Zach+23, 2302.08411; gDDIM, 2206.05564 (thesis eq. 7.15);
-sdes.md §8]::
+docs/background/sdes.md#exact-scores]::
 
     p_t = sum_k pi_k N(A_t mu_k, C_kt),          C_kt = A_t C_k A_t^T + S_t
     w_k(u) = softmax_k(log pi_k + log N(u; A_t mu_k, C_kt))
@@ -50,10 +50,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def point_kernel(sde: LinearSDE, t: Tensor | float) -> GaussianKernel:
-    """The kernel ``u_t | u_0`` from a point mass in the full state (``point_kernel`` if the
-    SDE defines it, else its training ``kernel``)."""
-    fn = getattr(sde, "point_kernel", None)
-    return fn(t) if callable(fn) else sde.kernel(t)
+    """The kernel ``u_t | u_0`` from a point mass in the full state (``sde.point_kernel``)."""
+    return sde.point_kernel(t)
 
 
 def _rows(op: LinearOp, b: int, k: int, *, outer: bool) -> LinearOp:
@@ -190,12 +188,7 @@ class GaussianMixture:
         cov = self.component_cov()
         if sde.block == 1:
             return self.means, cov
-        vvar = getattr(sde, "velocity_variance", None)
-        if vvar is None:
-            raise TypeError(
-                f"{type(sde).__name__} has block = {sde.block} but no 'velocity_variance': "
-                "exact scores on an augmented state need the initial velocity variance"
-            )
+        vvar = sde.velocity_variance
         means = torch.stack([self.means, torch.zeros_like(self.means)], 1)
         c = cov.coef[..., 0, 0]
         zero = torch.zeros_like(c)

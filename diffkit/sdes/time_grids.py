@@ -1,6 +1,7 @@
 """Sampling time grids, float64, decreasing from ``t_max`` (noise) to ``t_min`` (data side).
 
-Formulas: samplers.md §10 [DEIS code; EDM, 2206.00364, Table 1; DPM-Solver, 2206.00927].
+Formulas: docs/background/samplers.md#grids [DEIS code; EDM, 2206.00364, Table 1; DPM-Solver,
+2206.00927].
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Variance-exploding SDE [Song+21, 2011.13456; NCSN, 1907.05600; EDM, 2206.00364].
 
 ``dx = sqrt(d sigma^2(t) / dt) dW``: no drift, ``alpha_t = 1``, kernel
-``N(x_0, (sigma(t)^2 - sigma(0)^2) I)`` (sdes.md §5). Two schedules:
+``N(x_0, (sigma(t)^2 - sigma(0)^2) I)`` (docs/background/sdes.md#ve). Two schedules:
 
 * ``geometric`` (Song et al. / NCSN): ``sigma(t) = sigma_min (sigma_max / sigma_min)^t`` on
   ``[0, T = 1]``, ``g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min))``; CIFAR-10 defaults
@@ -24,15 +24,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from diffkit.sdes.base import GaussianKernel, LinearSDE, as_time
-from diffkit.sdes.operators import LinearOp
+from diffkit.sdes.base import ScalarSDE, as_time
 
 __all__ = ["VESDE"]
 
 _DEFAULTS = {"geometric": (0.01, 50.0), "edm": (0.002, 80.0)}
 
 
-class VESDE(LinearSDE):
+class VESDE(ScalarSDE):
     """Variance-exploding SDE.
 
     Args:
@@ -64,6 +63,7 @@ class VESDE(LinearSDE):
             raise ValueError(f"VESDE.sigma_max must be > sigma_min = {sigma_min}, got {sigma_max}")
         self.schedule, self.exact_kernel = schedule, bool(exact_kernel)
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.prior_var = sigma_max**2
         if schedule == "geometric":
             self.T = 1.0
             t_min = 1e-5 if t_min is None else float(t_min)
@@ -76,17 +76,17 @@ class VESDE(LinearSDE):
         self.t_min = t_min
 
     # ----------------------------------------------------------------- schedule, float64
-    def sigma(self, t: Tensor | float) -> Tensor:
-        """The schedule ``sigma(t)`` (not the kernel std when ``exact_kernel``)."""
+    def sigma_schedule(self, t: Tensor | float) -> Tensor:
+        """The schedule ``sigma(t)`` (the kernel std is :meth:`sigma`; they differ by
+        ``sigma(0)`` when ``exact_kernel``)."""
         t = as_time(t)
         if self.schedule == "edm":
             return t
         return self.sigma_min * torch.exp(t * self._log_ratio)
 
-    def _sigma0_sq(self) -> float:
-        if self.schedule == "edm" or not self.exact_kernel:
-            return 0.0
-        return self.sigma_min**2
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        """No drift: ``alpha = 1``."""
+        return torch.zeros_like(as_time(t))
 
     def kernel_var(self, t: Tensor | float) -> Tensor:
         """Kernel variance ``sigma(t)^2 - sigma(0)^2`` (or ``sigma(t)^2``), ``(N,)``."""
@@ -95,38 +95,18 @@ class VESDE(LinearSDE):
             return t**2
         if self.exact_kernel:  # sigma_min^2 (e^{2 t log r} - 1), accurate near t = 0
             return self.sigma_min**2 * torch.expm1(2.0 * t * self._log_ratio)
-        return self.sigma(t) ** 2
+        return self.sigma_schedule(t) ** 2
 
-    # ----------------------------------------------------------------- operators
-    def drift_op(self, t: Tensor | float) -> LinearOp:
-        return LinearOp.scalar(torch.zeros_like(as_time(t)))
+    def drift_coef(self, t: Tensor | float) -> Tensor:
+        return torch.zeros_like(as_time(t))
 
-    def diffusion_op(self, t: Tensor | float) -> LinearOp:
+    def diffusion_sq(self, t: Tensor | float) -> Tensor:
+        """``d sigma(t)^2 / dt``: ``2 t`` (edm), ``2 ln(sigma_max / sigma_min) sigma(t)^2``."""
         if self.schedule == "edm":
-            return LinearOp.scalar((2.0 * as_time(t)).sqrt())
-        return LinearOp.scalar(self.sigma(t) * math.sqrt(2.0 * self._log_ratio))
-
-    def transition(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
-        t, s = torch.broadcast_tensors(as_time(t), as_time(s))
-        return LinearOp.scalar(torch.ones_like(t))
-
-    def kernel(self, t: Tensor | float) -> GaussianKernel:
-        self.check_time(t)
-        var = self.kernel_var(t)
-        return GaussianKernel(
-            mean_op=LinearOp.scalar(torch.ones_like(var)),
-            cov=LinearOp.scalar(var),
-            scale=LinearOp.scalar(var.sqrt()),
-        )
-
-    def prior_cov(self) -> LinearOp:
-        return LinearOp.scalar(self.sigma_max**2)
+            return 2.0 * as_time(t)
+        return self.sigma_schedule(t) ** 2 * (2.0 * self._log_ratio)
 
     # ----------------------------------------------------------------- noise levels
-    def noise_level(self, t: Tensor | float) -> Tensor:
-        """The kernel std ``rho = sigma`` (alpha = 1)."""
-        return self.kernel_var(t).sqrt()
-
     def t_from_noise_level(self, rho: Tensor) -> Tensor:
         rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
         if self.schedule == "edm":
@@ -137,4 +117,4 @@ class VESDE(LinearSDE):
 
     def noise_condition(self, t: Tensor) -> Tensor:
         """EDM's ``c_noise = ln(sigma(t)) / 4`` (``sigma`` floored at 1e-20)."""
-        return 0.25 * self.sigma(t).clamp_min(1e-20).log()
+        return 0.25 * self.sigma_schedule(t).clamp_min(1e-20).log()

@@ -3,7 +3,8 @@
 ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW`` in Song et al.'s convention, beta in
 ``[0.1, 20]``. This is the same process as Pierret-Galerne's ``dx = -beta x dt + sqrt(2 beta) dW``
 with beta in ``[0.05, 10]`` (``beta^Song = 2 beta^PG``). Kernel ``x_t = alpha_t x_0 + sigma_t eps``
-with ``alpha_t^2 + sigma_t^2 = 1`` and ``alpha_t = exp(-1/2 int_0^t beta)`` (sdes.md §3).
+with ``alpha_t^2 + sigma_t^2 = 1`` and ``alpha_t = exp(-1/2 int_0^t beta)``
+(docs/background/sdes.md#vp).
 
 Schedules:
 
@@ -28,15 +29,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from diffkit.sdes.base import GaussianKernel, LinearSDE, as_time
-from diffkit.sdes.operators import LinearOp
+from diffkit.sdes.base import ScalarSDE, as_time
 
 __all__ = ["VPSDE"]
 
 _COSINE_T = 0.9946
 
 
-class VPSDE(LinearSDE):
+class VPSDE(ScalarSDE):
     """VP SDE (Song et al.'s beta convention).
 
     Args:
@@ -135,42 +135,19 @@ class VPSDE(LinearSDE):
     def _phi_arg0(self) -> float:
         return self.cosine_s / (1.0 + self.cosine_s) * (0.5 * math.pi)
 
-    def alpha(self, t: Tensor | float) -> Tensor:
-        return self.log_alpha(t).exp()
+    def kernel_var(self, t: Tensor | float) -> Tensor:
+        """``sigma^2 = 1 - alpha^2`` (variance preserving)."""
+        return -torch.expm1(2.0 * self.log_alpha(t))
 
-    def sigma(self, t: Tensor | float) -> Tensor:
-        return (-torch.expm1(2.0 * self.log_alpha(t))).sqrt()
+    def drift_coef(self, t: Tensor | float) -> Tensor:
+        return -0.5 * self.beta(t)
 
-    # operators ---------------------------------------------------------------------
-    def drift_op(self, t: Tensor | float) -> LinearOp:
-        return LinearOp.scalar(-0.5 * self.beta(t))
-
-    def diffusion_op(self, t: Tensor | float) -> LinearOp:
-        return LinearOp.scalar(self.beta(t).sqrt())
-
-    def transition(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
-        return LinearOp.scalar((self.log_alpha(t) - self.log_alpha(s)).exp())
-
-    def kernel(self, t: Tensor | float) -> GaussianKernel:
-        self.check_time(t)
-        log_alpha = self.log_alpha(t)  # once: alpha and sigma both derive from it
-        sigma = (-torch.expm1(2.0 * log_alpha)).sqrt()
-        return GaussianKernel(
-            mean_op=LinearOp.scalar(log_alpha.exp()),
-            cov=LinearOp.scalar(sigma**2),
-            scale=LinearOp.scalar(sigma),
-        )
-
-    def prior_cov(self) -> LinearOp:
-        return LinearOp.scalar(1.0)
+    def diffusion_sq(self, t: Tensor | float) -> Tensor:
+        return self.beta(t)
 
     # noise levels ------------------------------------------------------------------
-    def noise_level(self, t: Tensor | float) -> Tensor:
-        """``rho = sigma / alpha = sqrt(1 / alpha_bar - 1)``."""
-        return torch.expm1(-2.0 * self.log_alpha(t)).sqrt()
-
     def t_from_noise_level(self, rho: Tensor) -> Tensor:
-        """Closed-form inverse of :meth:`noise_level` (sdes.md §3)."""
+        """Closed-form inverse of :meth:`noise_level` (docs/background/sdes.md#vp)."""
         rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
         log_abar = -torch.log1p(rho**2)
         if self.schedule == "linear":

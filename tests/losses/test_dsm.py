@@ -67,7 +67,8 @@ def test_irreducible_loss_and_stationarity(target: str, t: float) -> None:
 
 
 def test_weightings_are_target_independent() -> None:
-    """Non-uniform weightings define one objective whatever the target (losses.md §2 table)."""
+    """Non-uniform weightings define one objective whatever the target
+    (docs/background/losses.md#targets table)."""
     sde = VPSDE()
     gen = torch.Generator().manual_seed(2)
     x0 = torch.randn(64, 4, generator=gen, dtype=torch.float64)

@@ -1,7 +1,8 @@
 """Closed-form Gaussian score models for sampler tests (float64, any linear SDE).
 
 Data ``N(0, C)`` with ``C`` a one-row :class:`LinearOp` in the SDE's basis has marginals
-``N(0, C_t)``, ``C_t = A_t C A_t^T + Sigma_t`` and score ``-C_t^{-1} u`` (sdes.md §8).
+``N(0, C_t)``, ``C_t = A_t C A_t^T + Sigma_t`` and score ``-C_t^{-1} u``
+(docs/background/sdes.md#exact-scores).
 """
 
 from __future__ import annotations

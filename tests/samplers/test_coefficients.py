@@ -58,7 +58,8 @@ def test_order_zero_is_ddim(t_min: float) -> None:
 
 
 def test_rhoab_closed_form_polynomial_integral() -> None:
-    """rhoAB on VP: C_ij = alpha_s int_{rho_t}^{rho_s} l_j(rho) d rho (samplers.md §7)."""
+    """rhoAB on VP: C_ij = alpha_s int_{rho_t}^{rho_s} l_j(rho) d rho
+    (docs/background/samplers.md#deis)."""
     sde = VPSDE()
     times = time_grid(sde, 5, "log_snr")
     c = exponential_coefficients(sde, times, 2, variant="rhoab")

@@ -23,7 +23,8 @@ def _exact_flow(sde: VPSDE, u_T: torch.Tensor, t: float, s: float) -> torch.Tens
 
 
 def test_ddim_matches_classic_formula() -> None:
-    """Operator-form DDIM-eta equals the alpha/sigma formulas of DDIM eq. 12 (samplers.md §4)."""
+    """Operator-form DDIM-eta equals the alpha/sigma formulas of DDIM eq. 12
+    (docs/background/samplers.md#ddim)."""
     sde = VPSDE()
     times = torch.tensor([1.0, 0.7, 0.31, 0.05, 1e-3], dtype=torch.float64)
     for eta in (0.0, 0.3, 1.0):
@@ -40,7 +41,8 @@ def test_ddim_matches_classic_formula() -> None:
 
 
 def test_ddim_worked_example_discrete_ou() -> None:
-    """samplers.md §4 worked example (gamma = 0.05, step 11 -> 10, DDPM sigma-bar)."""
+    """docs/background/samplers.md#ddim worked example (gamma = 0.05, step 11 -> 10, DDPM
+    sigma-bar)."""
     g = 0.05
     alpha = lambda k: (1 - g) ** k  # noqa: E731
     var = lambda k: (1 - (1 - g) ** (2 * k)) / (1 - g / 2)  # noqa: E731
@@ -60,7 +62,8 @@ def test_ddim_reproduces_gaussian_covariance_propagation(
 ) -> None:
     """The real DDIM loop on Gaussian data N(0, diag LAM) (exact score) has the output variance
     of the closed-form recurrence v <- (alpha_s/alpha_t + b sigma_t / C_t)^2 v + sbar^2, with
-    b = sqrt(sigma_s^2 - sbar^2) - alpha_s sigma_t / alpha_t (samplers.md §4, §12); for a point
+    b = sqrt(sigma_s^2 - sbar^2) - alpha_s sigma_t / alpha_t (docs/background/samplers.md#ddim,
+    docs/background/samplers.md#exactness); for a point
     mass (LAM -> 0) started at p_T every marginal is exact."""
     sde = VPSDE()
     times = torch.tensor([1.0, 0.6, 0.2, 0.05, 1e-3], dtype=torch.float64)

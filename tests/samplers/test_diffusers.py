@@ -3,7 +3,7 @@
 The scheduler's ``alphas_cumprod`` is replaced by diffkit's continuous VP ``alpha_bar(t)`` at
 ``t = (i + 1) / 1000`` so both walk the same schedule; with ``clip_sample=False`` and
 ``set_alpha_to_one=True`` the last step goes to ``alpha_bar = 1``, i.e. ``t = 0``
-(peers.md §1). Both run in float64.
+(docs/background/samplers.md#diffusers). Both run in float64.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The exponential-integrator SDE sampler (``ei``, samplers.md §2) against closed forms."""
+"""The exponential-integrator SDE sampler (``ei``,
+docs/background/samplers.md#exponential-integrator) against closed forms."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def _output_variance(sampler, sde, model, lam: torch.Tensor, v0: torch.Tensor) -
 
 
 def test_variance_equals_pierret_galerne_recurrence(gaussian_score) -> None:
-    """v <- (1 + g1 (1 - 2/L))^2 v + 2 g2 (samplers.md §13) on N(0, diag lam) data."""
+    """v <- (1 + g1 (1 - 2/L))^2 v + 2 g2 (docs/background/samplers.md#pierret-galerne) on N(0, diag
+    lam) data."""
     sde = VPSDE()
     lam = torch.tensor([1e-3, 0.05, 0.7, 4.0], dtype=torch.float64)
     model = gaussian_score(sde, LinearOp.diagonal(lam[None]))

@@ -1,5 +1,6 @@
 """The exact-W2 machinery of tools/bench_samplers.py: Pierret-Galerne's published table (the
-first regression test of samplers.md §13) and a cross-check of the step-wise propagation."""
+first regression test of docs/background/samplers.md#pierret-galerne) and a cross-check of the
+step-wise propagation."""
 
 from __future__ import annotations
 

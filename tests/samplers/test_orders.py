@@ -2,7 +2,8 @@
 
 Gaussian data ``N(0, diag LAM)`` under VP: the exact PF-ODE maps ``u_T`` to
 ``u_T sqrt(C_s / C_T)`` per eigendirection (``C_t = alpha_t^2 LAM + sigma_t^2``), so the error of
-every deterministic sampler is computed without any reference solver (samplers.md §12, §14).
+every deterministic sampler is computed without any reference solver
+(docs/background/samplers.md#exactness).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def test_deterministic_order(name: str, gaussian_score) -> None:
 
 
 def test_error_falls_with_order(gaussian_score) -> None:
-    """At a fixed NFE, DEIS's error falls with the extrapolation degree (samplers.md §7)."""
+    """At a fixed NFE, DEIS's error falls with the extrapolation degree
+    (docs/background/samplers.md#deis)."""
     errs = [_errors(CASES[f"deis_tab{r}"][0], gaussian_score)[0] for r in range(4)]
     assert errs == sorted(errs, reverse=True), errs
 

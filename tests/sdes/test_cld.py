@@ -1,4 +1,5 @@
-"""CLD closed forms: reference table, overflow safety, transition, gDDIM's R factor (sdes.md §6)."""
+"""CLD closed forms: reference table, overflow safety, transition, gDDIM's R factor
+(docs/background/sdes.md#cld)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every built-in SDE configuration through the public contract harness (sdes.md §9)."""
+"""Every built-in SDE configuration through the public contract harness
+(docs/background/sdes.md#testing-kernels)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Exact scores of Gaussian / mixture / Dirac data under every linear SDE (sdes.md §8)."""
+"""Exact scores of Gaussian / mixture / Dirac data under every linear SDE
+(docs/background/sdes.md#exact-scores)."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_gaussian_dct_diagonal_under_blur_matches_per_frequency_formula() -> Non
 
 
 def test_cld_gaussian_marginal_uses_augmented_covariance() -> None:
-    """CLD: data N(0, lam) has marginal covariance from (a, c) = (lam, gamma M) (sdes.md §6)."""
+    """CLD: data N(0, lam) has marginal covariance from (a, c) = (lam, gamma M)
+    (docs/background/sdes.md#cld)."""
     sde = CLDSDE(numerical_eps=0.0)
     lam = 0.7
     dist = Gaussian(torch.zeros(1, dtype=torch.float64), lam)

@@ -28,7 +28,7 @@ def test_ddpm_table_is_discrete_alpha_bar_and_close_to_continuous() -> None:
     assert torch.allclose(ddpm.alpha(0.0), torch.ones(1, dtype=F64))
     t = torch.linspace(0.0, 1.0, 2001, dtype=F64)
     gap = (ddpm.alpha(t) ** 2 - lin.alpha(t) ** 2).abs().max().item()
-    assert 1e-5 < gap < 1.5e-3  # close, not identical (sdes.md §3: ~1e-3)
+    assert 1e-5 < gap < 1.5e-3  # close, not identical (docs/background/sdes.md#vp: ~1e-3)
     # beta_i^disc ~ beta^Song(t) / N on each interval
     mid = (torch.arange(1000, dtype=F64) + 0.5) / 1000
     assert torch.allclose(ddpm.beta(mid) / 1000, betas, rtol=0.011)
@@ -88,7 +88,8 @@ def test_ve_kernels() -> None:
 
 # ----------------------------------------------------------------------------- blur
 def test_blur_worked_example() -> None:
-    """sdes.md §7: sigma_B = 10, tau = 50 at t = 0.5; d_(1,0) ~ 0.618 (32x32), ~0.00145 (8x8)."""
+    """docs/background/sdes.md#blur: sigma_B = 10, tau = 50 at t = 0.5; d_(1,0) ~ 0.618 (32x32),
+    ~0.00145 (8x8)."""
     big, small = BlurSDE((32, 32)), BlurSDE((8, 8))
     assert big.sigma_blur(0.5).item() == pytest.approx(10.0, rel=1e-12)
     d = big.dissipation(0.5)[0]
@@ -153,7 +154,8 @@ def test_time_grids(name: str, kind: str) -> None:
 
 
 def test_edm_karras_grid_through_ve_edm() -> None:
-    """samplers.md §10: n = 6, sigma in [0.002, 80], rho = 7 (the appended 0 is the sampler's)."""
+    """docs/background/samplers.md#grids: n = 6, sigma in [0.002, 80], rho = 7 (the appended 0 is
+    the sampler's)."""
     grid = time_grid(VESDE("edm"), 5, "edm")
     expect = torch.tensor([80, 24.408342, 5.838948, 0.965417, 0.085087, 0.002], dtype=F64)
     assert torch.allclose(grid, expect, rtol=0, atol=1e-6)

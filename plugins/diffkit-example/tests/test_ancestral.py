@@ -110,6 +110,6 @@ def test_generator_determinism_and_float32() -> None:
     a = sampler.sample(model, sde, (64, 3), generator=torch.Generator().manual_seed(3))
     b = sampler.sample(model, sde, (64, 3), generator=torch.Generator().manual_seed(3))
     assert a.x.dtype == torch.float32 and torch.equal(a.x, b.x)
-    det = AncestralSampler(steps=10, noise=False)
+    det = AncestralSampler(steps=10, draw_noise=False)
     c = det.sample(model, sde, (64, 3), generator=torch.Generator().manual_seed(3))
     assert torch.isfinite(c.x).all() and not torch.equal(c.x, a.x)

@@ -1,7 +1,7 @@
 """Ancestral sampling: draw from the forward chain's posterior at the predicted ``x_0``.
 
 One step ``t -> s < t`` samples ``q(u_s | u_t, u_0 = x0_hat(u_t, t))`` [Ho+20, 2006.11239 eq. 7;
-VDM, 2107.00630; background samplers.md §3]. For a linear SDE with kernel
+VDM, 2107.00630; docs/background/samplers.md#ancestral]. For a linear SDE with kernel
 ``u_t | u_0 ~ N(A_t u_0, S_t)`` and ``u_t | u_s ~ N(Psi(t, s) u_s, Sigma_{t|s})``, the posterior
 is Gaussian with the Kalman gain ``K = S_s Psi^T S_t^{-1}`` (because
 ``Psi S_s Psi^T + Sigma_{t|s} = S_t``):
@@ -64,7 +64,7 @@ class AncestralSampler(Sampler):
         grid: time grid kind.
         t_min: truncation time (default: the SDE's).
         t_max: start time (default: the SDE's ``T``).
-        noise: draw the posterior noise (``False`` gives the posterior mean, a deterministic
+        draw_noise: draw the posterior noise (``False`` gives the posterior mean, a deterministic
             but biased sampler).
         denoise_final: end with a Tweedie step at ``t_min`` (one more NFE).
         progress: show a progress bar.
@@ -78,12 +78,12 @@ class AncestralSampler(Sampler):
         grid: GridKind = "uniform",
         t_min: float | None = None,
         t_max: float | None = None,
-        noise: bool = True,
+        draw_noise: bool = True,
         denoise_final: bool = False,
         progress: bool = False,
     ) -> None:
         super().__init__(steps, grid, t_min, t_max, denoise_final, progress)
-        self.noise = bool(noise)
+        self.draw_noise = bool(draw_noise)
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
         return posterior_coefficients(sde, times)
@@ -102,9 +102,8 @@ class AncestralSampler(Sampler):
         for i in range(len(plan.times) - 1):
             x0 = model.at(u, i).x0().to(u.dtype)  # the model at plan.times[i]
             u_next = c["gain"][i].apply(u) + c["data"][i].apply(x0)
-            if self.noise:
-                z = torch.randn(u.shape, generator=generator, device=u.device, dtype=u.dtype)
-                u_next = u_next + c["noise"][i].apply(z)
+            if self.draw_noise:
+                u_next = u_next + c["noise"][i].apply(self.noise(u, generator))
             u = u_next
             on_step(i, u)
         return u

@@ -1,4 +1,4 @@
-"""The sub-VP SDE [Song+21, 2011.13456, §3.4 and App. B; background sdes.md §4].
+"""The sub-VP SDE [Song+21, 2011.13456, Sec. 3.4 and App. B; docs/background/sdes.md#subvp].
 
 ``dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dW`` with ``B(t) = int_0^t beta``
 and the linear schedule ``beta(t) = beta_min + t (beta_max - beta_min)`` (Song's convention,
@@ -17,14 +17,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffkit.sdes.base import GaussianKernel, LinearSDE, as_time
-from diffkit.sdes.operators import LinearOp
+from diffkit.sdes.base import ScalarSDE, as_time
 
 __all__ = ["SubVPSDE"]
 
 
-class SubVPSDE(LinearSDE):
+class SubVPSDE(ScalarSDE):
     """Sub-VP SDE with a linear beta schedule (Song et al.'s beta convention).
+
+    It defines its schedule only; :class:`~diffkit.sdes.base.ScalarSDE` derives the operators,
+    the kernel and the noise level.
 
     Args:
         beta_min: beta(0) (``0.1`` in score_sde).
@@ -60,40 +62,21 @@ class SubVPSDE(LinearSDE):
         t = as_time(t)
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
-    def alpha(self, t: Tensor | float) -> Tensor:
-        return (-0.5 * self.integrated_beta(t)).exp()
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        return -0.5 * self.integrated_beta(t)
 
-    def sigma(self, t: Tensor | float) -> Tensor:
-        """Kernel standard deviation ``1 - exp(-B(t))``."""
-        return -torch.expm1(-self.integrated_beta(t))
+    def kernel_var(self, t: Tensor | float) -> Tensor:
+        """``sigma^2 = (1 - exp(-B(t)))^2``."""
+        return torch.expm1(-self.integrated_beta(t)) ** 2
 
-    # operators ---------------------------------------------------------------------
-    def drift_op(self, t: Tensor | float) -> LinearOp:
-        return LinearOp.scalar(-0.5 * self.beta(t))
+    def drift_coef(self, t: Tensor | float) -> Tensor:
+        return -0.5 * self.beta(t)
 
-    def diffusion_op(self, t: Tensor | float) -> LinearOp:
-        g2 = self.beta(t) * -torch.expm1(-2.0 * self.integrated_beta(t))
-        return LinearOp.scalar(g2.sqrt())
-
-    def transition(self, t: Tensor | float, s: Tensor | float) -> LinearOp:
-        return LinearOp.scalar((-0.5 * (self.integrated_beta(t) - self.integrated_beta(s))).exp())
-
-    def kernel(self, t: Tensor | float) -> GaussianKernel:
-        sigma = self.sigma(t)
-        return GaussianKernel(
-            mean_op=LinearOp.scalar(self.alpha(t)),
-            cov=LinearOp.scalar(sigma**2),
-            scale=LinearOp.scalar(sigma),
-        )
-
-    def prior_cov(self) -> LinearOp:
-        return LinearOp.scalar(1.0)
+    def diffusion_sq(self, t: Tensor | float) -> Tensor:
+        """``beta(t) (1 - exp(-2 B(t)))``."""
+        return self.beta(t) * -torch.expm1(-2.0 * self.integrated_beta(t))
 
     # noise levels ------------------------------------------------------------------
-    def noise_level(self, t: Tensor | float) -> Tensor:
-        """``rho = sigma / alpha = 2 sinh(B/2)``."""
-        return 2.0 * torch.sinh(0.5 * self.integrated_beta(t))
-
     def t_from_noise_level(self, rho: Tensor) -> Tensor:
         rho = torch.as_tensor(rho, dtype=torch.float64).reshape(-1)
         b = 2.0 * torch.asinh(0.5 * rho)

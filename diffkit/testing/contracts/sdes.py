@@ -5,7 +5,7 @@ the measured errors, so it can be used in any test framework. :class:`SDEContrac
 as pytest tests: subclass it, set ``make_sde`` and ``data_shape``, and pytest collects the checks.
 The checks use only the public interface (``drift_op``, ``diffusion_op``, ``transition``,
 ``kernel``, ...) and dense matrices of tiny shapes (e.g. data ``(3,)`` or images ``(1, 4, 4)``)
-[sdes.md §9; Särkkä-Solin ch. 6]:
+[docs/background/sdes.md#testing-kernels; Särkkä-Solin ch. 6]:
 
 1. kernel mean and covariance against numerical integration (``scipy.integrate.solve_ivp``,
    DOP853, rtol 1e-12) of ``dA/dt = F A`` and the Lyapunov ODE
