@@ -204,7 +204,8 @@ class DiffusionModule(L.LightningModule):
                 hessian=hessian,
             )
 
-        return optimizer.step(closure=closure)
+        pool = optimizer.step(closure=closure)
+        return LossOutput(loss=pool.per_sample, t=pool.t, logs=pool.logs)
 
     def _log_binned(self, out: LossOutput) -> None:
         """Accumulate per-sample losses in ``LOSS_TIME_BINS`` bins of t (no host sync); the

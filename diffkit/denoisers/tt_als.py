@@ -51,7 +51,6 @@ from diffkit.denoisers.tt_manifold import (
     right_orthogonalize,
 )
 from diffkit.denoisers.tt_pool import OutputQuadratic
-from diffkit.losses.base import LossOutput
 
 __all__ = ["AlternatingLeastSquares", "als_sweep", "core_normal_equations", "solve_core"]
 
@@ -179,8 +178,8 @@ class AlternatingLeastSquares(torch.optim.Optimizer):
     """One ALS sweep per :meth:`step` over the cores of a shared-output ``TensorTrain``.
 
     ``step(closure)``: ``closure()`` returns the step's :class:`OutputQuadratic` (with the
-    Hessian); the step replaces the cores and returns the pool's ``LossOutput`` (the loss before
-    the sweep). The optimiser has no state beyond the cores (checkpoints need nothing else).
+    Hessian); the step replaces the cores and returns the pool (its loss is the one before the
+    sweep). The optimiser has no state beyond the cores (checkpoints need nothing else).
 
     Args:
         net: the ``TensorTrain`` (float64 cores).
@@ -195,11 +194,11 @@ class AlternatingLeastSquares(torch.optim.Optimizer):
         self.net = net
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], OutputQuadratic]) -> LossOutput:  # type: ignore[override]
+    def step(self, closure: Callable[[], OutputQuadratic]) -> OutputQuadratic:  # type: ignore[override]
         pool = closure()
         group = self.param_groups[0]
         cores = group["params"]
         new = als_sweep([c.detach() for c in cores], pool, group["ridge"], group["proximal"])
         for param, value in zip(cores, new, strict=True):
             param.copy_(value.to(param.dtype))
-        return pool.loss
+        return pool

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffkit.losses.base import Loss, LossOutput
-
 __all__ = ["OutputQuadratic", "output_quadratic"]
 
 
@@ -35,7 +33,9 @@ class OutputQuadratic:
         value: batch-mean loss at ``outputs`` (0-d).
         grad: ``d loss / d y`` ``(B, D_y)`` at ``outputs``.
         hessian: ``(B, D_y, D_y)`` or ``None`` when not asked for.
-        loss: the loss's output at ``outputs`` (per-sample losses and times, for logging).
+        per_sample: the loss's per-sample values ``(B,)`` at ``outputs`` (for logging).
+        t: the times drawn ``(B,)``.
+        logs: the loss's extra logs.
     """
 
     feats: list[Tensor]
@@ -43,7 +43,9 @@ class OutputQuadratic:
     value: Tensor
     grad: Tensor
     hessian: Tensor | None
-    loss: LossOutput
+    per_sample: Tensor
+    t: Tensor
+    logs: dict[str, Tensor]
 
     def linear_term(self) -> Tensor:
         """``g0 = grad - H y``: the gradient at ``y = 0`` ``(B, D_y)`` (needs the Hessian)."""
@@ -62,7 +64,7 @@ class OutputQuadratic:
 def output_quadratic(
     net,
     model,
-    loss: Loss,
+    loss,
     sde,
     x0: Tensor,
     cond: Tensor | None,
@@ -71,6 +73,9 @@ def output_quadratic(
     hessian: bool,
 ) -> OutputQuadratic:
     """Run ``loss(model, sde, x0, cond)`` once and return it as :class:`OutputQuadratic`.
+
+    ``loss`` is a :class:`diffkit.losses.base.Loss` (called as the module calls it; not imported
+    here: losses and denoisers are peers).
 
     ``net``: the :class:`~diffkit.denoisers.tensor_train.TensorTrain` inside ``model`` (a
     ``Parameterization``); its outputs are recomputed in float64 from float64 features.
@@ -110,5 +115,7 @@ def output_quadratic(
         value=value.detach(),
         grad=grad.detach(),
         hessian=h,
-        loss=LossOutput(loss=out.loss.detach(), t=out.t, logs=out.logs),
+        per_sample=out.loss.detach(),
+        t=out.t,
+        logs=out.logs,
     )

@@ -42,7 +42,6 @@ from diffkit.denoisers.tt_manifold import (
     tangent_tt,
 )
 from diffkit.denoisers.tt_pool import OutputQuadratic
-from diffkit.losses.base import LossOutput
 
 __all__ = ["RiemannianSGD"]
 
@@ -56,7 +55,7 @@ class RiemannianSGD(torch.optim.Optimizer):
     """Riemannian SGD with momentum over the cores of a shared-output ``TensorTrain``.
 
     ``step(closure)``: ``closure()`` returns the step's :class:`OutputQuadratic` (no Hessian
-    needed); the step retracts the cores and returns the pool's ``LossOutput``.
+    needed); the step retracts the cores and returns the pool.
 
     Args:
         net: the ``TensorTrain`` (float64 cores).
@@ -73,7 +72,7 @@ class RiemannianSGD(torch.optim.Optimizer):
         self.ranks = list(net.ranks[1:-1])
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], OutputQuadratic]) -> LossOutput:  # type: ignore[override]
+    def step(self, closure: Callable[[], OutputQuadratic]) -> OutputQuadratic:  # type: ignore[override]
         pool = closure()
         group = self.param_groups[0]
         cores = group["params"]
@@ -111,4 +110,4 @@ class RiemannianSGD(torch.optim.Optimizer):
                     f"{tuple(param.shape)} (a rank-deficient point; raise ridge or lower rank)"
                 )
             param.copy_(value.to(param.dtype))
-        return pool.loss
+        return pool
