@@ -409,6 +409,58 @@ def report(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary(rows: list[dict], tolerance: float = 1.1) -> str:
+    """The draft's question per dataset: FTT cells of equal quality (median Sinkhorn at most
+    ``tolerance`` times the ResNet's) and whether they need <= 0.5x its parameters or its wall
+    time; plus the best FTT cell, the data floor and the prior."""
+    lines = [
+        "| dataset | data floor | prior | ResNet (params, train s) | best FTT cell | "
+        "equal-quality FTT cells (params ratio, time ratio) | <= 0.5x params | <= 0.5x time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == dataset]
+
+        def med(model: str, key: str, rs=rs) -> float:
+            return statistics.median(r[key] for r in rs if r["model"] == model)
+
+        resnet = [r for r in rs if r["model"] == "resnet"]
+        if not resnet:
+            continue
+        sk_net, t_net, p_net = (
+            med("resnet", "sinkhorn"),
+            med("resnet", "train_s"),
+            resnet[0]["params"],
+        )
+        cells: dict[tuple, list[dict]] = {}
+        for r in rs:
+            if r["model"] == "ftt":
+                cells.setdefault((r["optimizer"], r["basis"], r["rank"]), []).append(r)
+        stats = {
+            k: (
+                statistics.median(r["sinkhorn"] for r in v),
+                statistics.median(r["train_s"] for r in v),
+                v[0]["params"],
+            )
+            for k, v in cells.items()
+        }
+        best = min(stats, key=lambda k: stats[k][0])
+        equal = [k for k, v in stats.items() if v[0] <= tolerance * sk_net]
+        fmt = ", ".join(
+            f"{k[0]}/{k[1]}/r{k[2]} ({stats[k][2] / p_net:.2f}, {stats[k][1] / t_net:.2f})"
+            for k in sorted(equal, key=lambda k: stats[k][0])
+        )
+        small = any(stats[k][2] <= 0.5 * p_net for k in equal)
+        fast = any(stats[k][1] <= 0.5 * t_net for k in equal)
+        lines.append(
+            f"| {dataset} | {med('data', 'sinkhorn'):.3g} | {med('prior', 'sinkhorn'):.3g} "
+            f"| {sk_net:.3g} ({p_net}, {t_net:.1f}) "
+            f"| {best[0]}/{best[1]}/r{best[2]}: {stats[best][0]:.3g} | {fmt or 'none'} "
+            f"| {'yes' if small else 'no'} | {'yes' if fast else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -431,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None, help="print the tables of a JSON")
     args = parser.parse_args(argv)
     if args.report is not None:
-        sys.stdout.write(report(json.loads(args.report.read_text())["rows"]))
+        rows = json.loads(args.report.read_text())["rows"]
+        sys.stdout.write(summary(rows) + report(rows))
         return 0
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
