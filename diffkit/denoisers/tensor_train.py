@@ -186,7 +186,8 @@ class TensorTrain(Denoiser):
         self.ranks = tuple(ranks)
         self.optimizer_kind = optimizer
         self.ridge, self.als_proximal = float(ridge), float(als_proximal)
-        self.riemannian_lr, self.riemannian_momentum = float(riemannian_lr), riemannian_momentum
+        self.riemannian_lr = float(riemannian_lr)
+        self.riemannian_momentum = float(riemannian_momentum)
         #: the module trains manually with :meth:`make_optimizer` when True.
         self.manual_optimization = optimizer != "adam"
         param_dtype = torch.float32 if optimizer == "adam" else torch.float64
