@@ -65,7 +65,9 @@ class ResBlock(nn.Module):
             a, b = emb.chunk(2, dim=1)
             h = self.norm2(h) * (1 + a) + b
         else:
-            h = self.norm2(h + emb)
+            # Added after the norm: GroupNorm removes a per-channel constant within each group,
+            # so an embedding added before it is lost entirely when a group holds one channel.
+            h = self.norm2(h) + emb
         h = self.conv2(self.drop(self.act(h)))
         out = self.skip(x) + h
         return out / math.sqrt(2.0) if self.skip_rescale else out

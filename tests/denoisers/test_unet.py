@@ -63,3 +63,20 @@ def test_presets_parameter_counts() -> None:
     small = unet_small(DenoiserSpec((1, 8, 8), (1, 8, 8), (1, 8, 8)))
     assert isinstance(small, UNet) and sum(p.numel() for p in small.parameters()) < 1e6
     assert unet_cifar10.__annotations__["return"] in ("UNet", UNet)
+
+
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_resblock_keeps_the_embedding_with_one_channel_per_group(scale_shift: bool) -> None:
+    """GroupNorm removes a per-channel constant within a group; with 8 channels in 8 groups an
+    embedding added before the norm would vanish, so the block must inject it after."""
+    from diffkit.denoisers.unet import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, 16, 0.0, scale_shift, False).eval()
+    assert block.norm2.num_groups == 8
+    with torch.no_grad():
+        block.conv2.weight.normal_(0.0, 0.1)  # undo the zero initialisation
+    x, e = torch.randn(2, 8, 4, 4), torch.randn(1, 16)
+    with torch.no_grad():
+        change = (block(x, e.expand(2, 16)) - block(x, (e + 1.0).expand(2, 16))).abs().max()
+    assert change > 1e-2

@@ -42,7 +42,9 @@ def _perturb(net: nn.Module, g: torch.Generator) -> None:
 def check_denoiser(make: Callable[[DenoiserSpec], nn.Module], spec: DenoiserSpec) -> None:
     """Run every denoiser check on ``make(spec)`` (use tiny shapes)."""
     g = torch.Generator().manual_seed(0)
-    net = make(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # initialisation independent of the caller's global RNG state
+        net = make(spec)
     name = type(net).__name__
     net.eval()
     cond = None if spec.num_classes is None else torch.arange(3) % spec.num_classes
