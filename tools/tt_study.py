@@ -382,7 +382,9 @@ def report(rows: list[dict]) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         rs = [r for r in rows if r["dataset"] == dataset]
         resnet = [r for r in rs if r["model"] == "resnet"]
-        target = statistics.median(r["val_loss"] for r in resnet) if resnet else None
+        target = None
+        if resnet and all("val_loss" in r for r in resnet):
+            target = statistics.median(r["val_loss"] for r in resnet)
         out.append(f"\n#### {dataset} (D = {rs[0]['dim']})\n")
         if target is not None:
             out.append(f"Target validation loss: the ResNet's median final value, {target:.4f}.\n")
