@@ -19,7 +19,18 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"diffkit", "registry", "seeding"}),
     frozenset({"sdes"}),
     frozenset({"prediction"}),
-    frozenset({"denoisers", "losses", "samplers", "metrics", "data"}),
+    frozenset(
+        {
+            "denoisers",
+            "losses",
+            "samplers",
+            "metrics",
+            "data",
+            "guidance",
+            "thresholding",
+            "checkpoint",
+        }
+    ),
     frozenset({"module"}),
     frozenset({"callbacks"}),
     frozenset({"testing", "aliases", "cli"}),

@@ -1,4 +1,4 @@
-"""Sampling throughput: diffkit's DDIM, DEIS and gDDIM against a bare loop and diffusers.
+"""Sampling throughput: diffkit's DDIM, DEIS, gDDIM, DPM-Solver++ vs a bare loop and diffusers.
 
 For each model and NFE, three implementations drive **the same network object** from the same
 initial noise:
@@ -8,10 +8,12 @@ initial noise:
   ``Parameterization`` (eps target) around the network.
 * ``bare``: a Python loop with the same number of network calls, the same conditioning tensors
   and the same multistep combination, with every coefficient precomputed as Python floats
-  (DDIM closed form; tAB-DEIS coefficients by Gauss-Legendre quadrature in rho, computed here
-  independently of diffkit). The maximum deviation between the two outputs is reported as a
-  check that both do the same work.
-* ``diffusers`` (if importable): ``DDIMScheduler`` / ``DEISMultistepScheduler`` with
+  (DDIM closed form; tAB-DEIS coefficients by Gauss-Legendre quadrature in rho; DPM-Solver++(2M)
+  on data predictions ``(x - sigma eps) / alpha``; all computed here independently of diffkit).
+  The maximum deviation between the two outputs is reported as a check that both do the same
+  work.
+* ``diffusers`` (if importable): ``DDIMScheduler`` / ``DEISMultistepScheduler`` /
+  ``DPMSolverMultistepScheduler`` with
   ``set_timesteps`` + ``step`` per call (how a diffusers pipeline runs).
 
 All three run on one schedule and one grid: DDPM's discrete linear-beta schedule (diffkit's
@@ -65,7 +67,7 @@ from diffkit.registry import DENOISERS
 from diffkit.registry import SAMPLERS as SAMPLER_REGISTRY
 from diffkit.sdes.vp import VPSDE
 
-SAMPLERS = ("ddim", "deis", "gddim")
+SAMPLERS = ("ddim", "deis", "gddim", "dpm_solver")
 
 
 # ---------------------------------------------------------------------------- diffkit parts
@@ -74,6 +76,7 @@ SAMPLER_KWARGS: dict[str, dict[str, Any]] = {
     "ddim": {"eta": 0.0},
     "deis": {"order": 3},
     "gddim": {"lam": 0.0},
+    "dpm_solver": {"order": 2},
 }
 
 
@@ -153,6 +156,45 @@ def vp_coefficients(sde: VPSDE, times: np.ndarray, values: int) -> list[tuple[fl
     return out
 
 
+def dpm_solver_coefficients(sde: VPSDE, times: np.ndarray) -> list[tuple]:
+    """Per step ``i``: ``(1 / alpha_i, sigma_i, psi, [c_0, c_1])`` of DPM-Solver++(2M), midpoint
+    form, diffusers' lower-order rule (first order at the first step, and at the last one when
+    it ends at zero noise or the grid has fewer than 15 steps) [DPM-Solver++, 2211.01095]:
+    ``D_i = (x_i - sigma_i eps_i) / alpha_i`` and ``x' = psi x + c_0 D_i + c_1 D_{i-1}``."""
+    tt = torch.as_tensor(times, dtype=torch.float64)
+    alpha, sigma = sde.alpha(tt).numpy(), sde.sigma(tt).numpy()
+    with np.errstate(divide="ignore"):
+        lam = np.log(alpha) - np.log(sigma)
+    n = len(times) - 1
+    out = []
+    for i in range(n):
+        h = lam[i + 1] - lam[i]
+        m0 = alpha[i + 1] * -np.expm1(-h)
+        first = i == 0 or (i == n - 1 and (sigma[n] == 0 or n < 15))
+        if first:
+            cs = [m0]
+        else:
+            r0 = (lam[i] - lam[i - 1]) / h
+            cs = [m0 * (1 + 0.5 / r0), -m0 * 0.5 / r0]
+        out.append((1 / alpha[i], sigma[i], sigma[i + 1] / sigma[i], [float(c) for c in cs]))
+    return out
+
+
+def bare_loop_x0(
+    net: torch.nn.Module, x: Tensor, conds: list[Tensor], cins: list[float], coefs
+) -> Tensor:
+    """:func:`bare_loop` on data predictions ``D = (x - sigma eps) / alpha`` (DPM-Solver++)."""
+    hist: list[Tensor] = []
+    with torch.no_grad():
+        for c, cin, (inv_a, sig, psi, cs) in zip(conds, cins, coefs, strict=False):
+            hist.insert(0, (x - net(x * cin, c) * sig) * inv_a)
+            del hist[len(cs) :]
+            x = x * psi
+            for cj, d in zip(cs, hist, strict=False):
+                x = x.add(d, alpha=cj)
+    return x
+
+
 def input_scales(sde: VPSDE, times: np.ndarray, score_model: Any) -> list[float]:
     """``c_in`` per grid time, as Parameterization applies it (1 when it does not)."""
     if not getattr(score_model, "input_scaling", False):
@@ -186,7 +228,10 @@ def diffusers_scheduler(name: str, nfe: int) -> tuple[Any, str] | None:
     except ImportError:
         return None
     common = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
-    if name == "deis":
+    if name == "dpm_solver":
+        sched = diffusers.DPMSolverMultistepScheduler(**common, solver_order=2)
+        label = "DPMSolverMultistepScheduler(solver_order=2)"
+    elif name == "deis":
         sched = diffusers.DEISMultistepScheduler(
             **common, solver_order=3, algorithm_type="deis", solver_type="logrho"
         )
@@ -250,6 +295,9 @@ def bench_one(
     elif sampler_name == "gddim":
         values = int(getattr(sampler, "order", 0)) + 1
     coefs = vp_coefficients(sde, times, values)
+    loop = bare_loop
+    if sampler_name == "dpm_solver":
+        values, coefs, loop = 2, dpm_solver_coefficients(sde, times), bare_loop_x0
     conds = [
         sde.noise_condition(torch.full((batch,), float(t), dtype=torch.float64)).float()
         for t in times[:-1]
@@ -260,7 +308,7 @@ def bench_one(
         return sampler.sample(score_model, sde, (batch, *data_shape), u_T=x_T).x
 
     def run_bare() -> Tensor:
-        return bare_loop(net, x_T, conds, cins, coefs)
+        return loop(net, x_T, conds, cins, coefs)
 
     impls: dict[str, Callable[[], Tensor]] = {"diffkit": run_diffkit, "bare": run_bare}
     dif_label = None

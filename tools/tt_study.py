@@ -214,7 +214,7 @@ def train(module: DiffusionModule, x_train: torch.Tensor, x_val: torch.Tensor, c
             )
         else:
             opt.zero_grad(set_to_none=True)
-            module._loss({"x": x0}, g).loss.mean().backward()
+            module._loss({"x": x0}, g, None).loss.mean().backward()
             opt.step()
         dt = time.perf_counter() - t0
         train_s += dt

@@ -18,10 +18,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 
+from diffkit.metrics.base import NonFiniteSamplesError
 from diffkit.samplers.base import Sampler
 
 __all__ = ["MetricEvaluation", "shard_bounds"]
@@ -163,7 +164,11 @@ class MetricEvaluation(Callback):
             else:
                 metric.update(samples, ref_shard)
                 n = self.num_samples
-            result = metric.compute()
+            try:
+                result = metric.compute()
+            except NonFiniteSamplesError as err:  # raised on every rank: states are synced
+                rank_zero_warn(f"evaluation step {trainer.global_step}: {err}")
+                result = {"value": float("nan")}
             if not isinstance(result, dict):  # a plain torchmetrics Metric
                 result = {"value": result}
             result.setdefault("n", n)

@@ -49,6 +49,8 @@ class SampleGrid(Callback):
         sampler: overrides the module's sampler (e.g. fewer steps for cheap previews).
         use_ema: sample with the EMA weights when an EMA callback is present.
         on_train_end: also draw at the end of training.
+        guidance_scale: classifier-free guidance scale for class-conditional models (default:
+            the module's ``guidance_scale``); labels cycle over the classes.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class SampleGrid(Callback):
         sampler: Sampler | None = None,
         use_ema: bool = True,
         on_train_end: bool = True,
+        guidance_scale: float | None = None,
     ) -> None:
         if every_n_epochs < 0 or num_samples < 1 or (nrow is not None and nrow < 1):
             raise ValueError(
@@ -69,6 +72,7 @@ class SampleGrid(Callback):
         self.every_n_epochs, self.num_samples, self.seed = every_n_epochs, num_samples, seed
         self.nrow = nrow or math.ceil(math.sqrt(num_samples))
         self.sampler, self.use_ema, self.at_end = sampler, use_ema, on_train_end
+        self.guidance_scale = guidance_scale
         self.last_plot: Path | None = None
         self.history: list[dict[str, float]] = []
         self._warned = False
@@ -101,6 +105,7 @@ class SampleGrid(Callback):
             generator=generator,
             cond=cond,
             ema=self.use_ema,  # False: the live weights, bypassing the EMA lookup
+            guidance_scale=self.guidance_scale if cond is not None else None,
         )
         return result.x, int(result.nfe), time.perf_counter() - start
 

@@ -3,14 +3,15 @@
 The model is configured directly (``model: {sde: vp, denoiser: {class_path: resnet, ...}}``)
 and the data in subclass mode (``data: {class_path: gmm, init_args: {...}}``). Registered short
 names resolve because every registry's alias classes are materialised before the parser is
-built (``diffkit.registry.materialize_all``). The datamodule's ``data_shape`` and
-``num_classes`` are linked into the model at instantiation. The resolved config is written to
+built (``diffkit.registry.materialize_all``). The datamodule's ``data_shape``, ``num_classes``
+and ``data_range`` are linked into the model at instantiation. The resolved config is written to
 the run directory (see :mod:`diffkit.callbacks.run_summary`) with a header naming the diffkit
 version and the plugin distributions in use, which also go to the W&B config.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +23,7 @@ from lightning.pytorch.cli import (
     LightningCLI,
     SaveConfigCallback,
 )
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 import diffkit
 from diffkit.callbacks.run_summary import RunSummary, run_directory, wandb_logger
@@ -124,6 +125,36 @@ class DiffkitSaveConfig(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
 
+#: ``ckpt_path`` values Lightning resolves itself (no file to check).
+_CKPT_KEYWORDS = ("last", "best", "hpc")
+
+
+def _checked_ckpt_path(ckpt_path: str) -> str:
+    """The checkpoint to resume from, recognised and verified before the run starts: a run or
+    checkpoint directory gives its newest intact checkpoint, and a ``last.ckpt`` left behind
+    by a crash its newer sibling (said on stderr)."""
+    from diffkit.checkpoint import (
+        CheckpointError,
+        UnverifiedCheckpointWarning,
+        read_checkpoint,
+        resolve_resume,
+    )
+
+    text = str(ckpt_path)
+    if text in _CKPT_KEYWORDS or text.startswith("registry") or "://" in text:
+        return ckpt_path
+    try:
+        path, note = resolve_resume(text)
+        with warnings.catch_warnings():  # an unverified checkpoint warns again when loaded
+            warnings.simplefilter("ignore", UnverifiedCheckpointWarning)
+            read_checkpoint(path)
+    except CheckpointError as err:
+        raise ConfigError(f"ckpt_path: {err}") from err
+    if note:
+        rank_zero_warn(note)
+    return str(path)
+
+
 class DiffkitCLI(LightningCLI):
     """LightningCLI with diffkit's parser, short names, linked shapes and run directory.
 
@@ -172,6 +203,15 @@ class DiffkitCLI(LightningCLI):
         )
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.data_range", "model.data_range", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then check ``ckpt_path`` before LightningCLI reads its hyper-parameters."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        if config is not None and config.get("ckpt_path") is not None:
+            config["ckpt_path"] = _checked_ckpt_path(config["ckpt_path"])
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

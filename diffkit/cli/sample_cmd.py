@@ -1,9 +1,11 @@
 """``diffkit sample`` and ``diffkit evaluate``: draw samples from a checkpoint, score them.
 
 ``diffkit sample RUN/checkpoints/last.ckpt --sampler deis --sampler.steps 10 --num_samples 64``
-loads the module (``DiffusionModule.load_from_checkpoint(path, weights_only=True)``; diffkit
-checkpoints hold the EMA weights as the state dict), samples with the module's sampler or any
-registered sampler and options by short name, writes ``<output>.pt`` (samples ``x`` and the run
+loads the module (``DiffusionModule.load_for_sampling``: the file is recognised
+before it is unpickled, its digests are verified, and only the parts sampling uses are built;
+diffkit checkpoints hold the EMA weights as the state dict), samples with the module's sampler
+or any registered sampler and options by short name (``--sampler`` replaces the saved one,
+which is then not built), writes ``<output>.pt`` (samples ``x`` and the run
 facts) and ``<output>.png`` (an image grid for ``(C, H, W)`` data with C in 1, 3, a scatter plot
 for 2-D data), and prints the NFE and wall time.
 
@@ -61,34 +63,71 @@ def _add_sampling_args(parser: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     parser.add_argument("--batch_size", type=int, default=1000, help="samples per sampler call")
     parser.add_argument("--device", type=str, default="cpu", help="torch device")
+    parser.add_argument(
+        "--guidance_scale",
+        type=float | None,
+        default=None,
+        help="classifier-free guidance scale of a class-conditional model (1: conditional, "
+        "0: unconditional; each guided step costs 2 NFE); default: the checkpoint's",
+    )
+    parser.add_argument(
+        "--class_label",
+        type=int | None,
+        default=None,
+        help="class of every sample of a class-conditional model (default: labels cycle "
+        "0, 1, ..., num_classes - 1)",
+    )
 
 
-def load_module(path: str | Path, device: str = "cpu") -> Any:
-    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``."""
+def load_module(path: str | Path, device: str = "cpu", sampler: Any = None) -> Any:
+    """The :class:`DiffusionModule` of a checkpoint, in eval mode on ``device``, recognised and
+    verified; ``sampler`` replaces the saved one, which is then not built."""
     from diffkit.module import DiffusionModule
 
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"checkpoint: no file at '{path}'")
-    module = DiffusionModule.load_from_checkpoint(str(path), map_location=device, weights_only=True)
-    return module.eval()
+    return DiffusionModule.load_for_sampling(path, device, sampler=sampler)
 
 
 def draw(
-    module: Any, n: int, *, sampler: Any = None, seed: int = 0, batch_size: int = 1000
+    module: Any,
+    n: int,
+    *,
+    sampler: Any = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+    guidance_scale: float | None = None,
+    class_label: int | None = None,
 ) -> tuple[torch.Tensor, int, float]:
-    """``n`` samples in batches (one seeded generator), the NFE per sample, the wall time."""
+    """``n`` samples in batches (one seeded generator), the NFE per sample, the wall time.
+
+    Class-conditional models get ``class_label`` for every sample, or labels cycling over the
+    classes, and classifier-free guidance with ``guidance_scale`` (default: the module's)."""
     if n < 1 or batch_size < 1:
         raise CommandError(f"num_samples and batch_size must be >= 1, got {n} and {batch_size}")
+    classes = getattr(module, "num_classes", None)
+    if not classes and (class_label is not None or guidance_scale not in (None, 1.0)):
+        raise CommandError(
+            "--class_label and --guidance_scale need a class-conditional model (trained with "
+            "data.init_args.conditional: true); this checkpoint is unconditional: drop them"
+        )
+    if class_label is not None and not 0 <= class_label < classes:
+        raise CommandError(
+            f"--class_label {class_label} is not a class of this model: use 0 .. {classes - 1}"
+        )
+    if guidance_scale is not None and not math.isfinite(guidance_scale):
+        raise CommandError(f"--guidance_scale must be a finite number, got {guidance_scale}")
     generator = torch.Generator(device=module.device).manual_seed(seed)
     out, nfe = [], 0
     start = time.perf_counter()
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         cond = None
-        if getattr(module, "num_classes", None):
-            cond = torch.arange(lo, hi, device=module.device) % module.num_classes
-        res = module.sample(hi - lo, sampler=sampler, generator=generator, cond=cond)
+        if classes:
+            cond = torch.arange(lo, hi, device=module.device) % classes
+            if class_label is not None:
+                cond = torch.full_like(cond, class_label)
+        res = module.sample(
+            hi - lo, sampler=sampler, generator=generator, cond=cond, guidance_scale=guidance_scale
+        )
         out.append(res.x.detach().cpu())
         nfe = int(res.nfe)
     return torch.cat(out), nfe, time.perf_counter() - start
@@ -162,9 +201,15 @@ def _sample(argv: list[str]) -> int:
     )
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
-    module = load_module(init.checkpoint, init.device)
+    module = load_module(init.checkpoint, init.device, init.sampler)
     x, nfe, seconds = draw(
-        module, init.num_samples, sampler=init.sampler, seed=init.seed, batch_size=init.batch_size
+        module,
+        init.num_samples,
+        sampler=init.sampler,
+        seed=init.seed,
+        batch_size=init.batch_size,
+        guidance_scale=init.guidance_scale,
+        class_label=init.class_label,
     )
     stem = Path(init.output)
     if stem.suffix in (".pt", ".png"):
@@ -180,6 +225,8 @@ def _sample(argv: list[str]) -> int:
             "seed": init.seed,
             "sampler": type(sampler).__name__,
             "checkpoint": str(init.checkpoint),
+            "guidance_scale": init.guidance_scale,
+            "class_label": init.class_label,
         },
         tensor_path,
     )
@@ -309,6 +356,8 @@ def _evaluate(argv: list[str]) -> int:
     _add_sampling_args(parser)
     cfg = parser.parse_args(argv)
     init = _instantiate(parser, cfg)
+    if Path(init.source).is_dir():
+        raise CommandError(f"source: '{init.source}' is a directory, not a .ckpt or .pt file")
     if not Path(init.source).is_file():
         raise CommandError(f"source: no file at '{init.source}' (a .ckpt or a .pt sample file)")
     is_checkpoint = Path(init.source).suffix == ".ckpt"
@@ -316,7 +365,7 @@ def _evaluate(argv: list[str]) -> int:
     if not metrics:
         raise CommandError("give metrics, e.g. --metrics '[w2, mmd]' (see 'diffkit list metric')")
 
-    module = load_module(init.source, init.device) if is_checkpoint else None
+    module = load_module(init.source, init.device, init.sampler) if is_checkpoint else None
     nfe, seconds = None, None
     if module is not None:
         x, nfe, seconds = draw(
@@ -325,8 +374,13 @@ def _evaluate(argv: list[str]) -> int:
             sampler=init.sampler,
             seed=init.seed,
             batch_size=init.batch_size,
+            guidance_scale=init.guidance_scale,
+            class_label=init.class_label,
         )
     else:
+        from diffkit.checkpoint import check_torch_file
+
+        check_torch_file(init.source, "a .ckpt checkpoint or a .pt sample file of 'diffkit sample'")
         loaded = torch.load(init.source, map_location="cpu", weights_only=True)
         x = loaded["x"] if isinstance(loaded, dict) else loaded
         if not isinstance(x, torch.Tensor):

@@ -15,10 +15,15 @@ __all__ = ["DiffusionDataModule"]
 
 
 class DiffusionDataModule(L.LightningDataModule):
-    """Base class; subclasses set ``data_shape`` (and ``num_classes``) in ``__init__``."""
+    """Base class; subclasses set ``data_shape`` (and ``num_classes``) in ``__init__``.
+
+    ``data_range``: ``(low, high)`` bounds of the data values, or ``None`` when unbounded; the
+    CLI links it into the model, which thresholds sampled x0 into it (images: ``(-1, 1)``).
+    """
 
     data_shape: tuple[int, ...] = ()
     num_classes: int | None = None
+    data_range: tuple[float, float] | None = None
 
     def reference_samples(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` held-out samples ``(n, *data_shape)`` (never seen in training)."""

@@ -116,6 +116,7 @@ class ImageDataModule(DiffusionDataModule):
     """
 
     label_count: int | None = None
+    data_range: tuple[float, float] | None = (-1.0, 1.0)
 
     def __init__(
         self,
@@ -268,8 +269,10 @@ def _resize(images: Tensor, image_size: int | None) -> Tensor:
 class DigitsDataModule(ImageDataModule):
     """sklearn's bundled 8x8 digits (1797 images, 17 grey levels, 10 classes), offline.
 
-    Pixels ``0..16`` are scaled to [-1, 1]; ``data_shape = (1, 8, 8)``. ``num_test`` images
-    (a seeded choice) are held out for metrics, ``num_val`` more for the validation loss.
+    Pixels ``0..16`` are scaled to [-1, 1]; ``data_shape = (1, 8, 8)``, or ``(1, s, s)`` with
+    ``image_size = s`` (bilinear, antialiased resize of the images mapped to 0..255).
+    ``num_test`` images (a seeded choice) are held out for metrics, ``num_val`` more for the
+    validation loss.
     """
 
     def __init__(
@@ -277,6 +280,7 @@ class DigitsDataModule(ImageDataModule):
         batch_size: int = 128,
         num_val: int = 100,
         num_test: int = 297,
+        image_size: int | None = None,
         random_flip: bool = False,
         conditional: bool = False,
         num_workers: int = 0,
@@ -286,8 +290,12 @@ class DigitsDataModule(ImageDataModule):
         self.save_hyperparameters()
         if not 1 <= num_test < 1797:
             raise ValueError(f"digits: num_test must be in [1, 1796], got {num_test}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"digits: image_size must be >= 1 or null, got {image_size}")
         self.num_test = int(num_test)
-        self.data_shape = (1, 8, 8)
+        self.image_size = None if image_size in (None, 8) else int(image_size)
+        side = self.image_size or 8
+        self.data_shape = (1, side, side)
         self._set_labels(10)
 
     def load_split(self, split: Literal["train", "test"]) -> Dataset:
@@ -298,7 +306,11 @@ class DigitsDataModule(ImageDataModule):
         labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
         perm = self._permutation(len(images), salt=17)
         idx = perm[: self.num_test] if split == "test" else perm[self.num_test :]
-        return ImageTensorDataset(images[idx], labels[idx], max_value=16.0)
+        if self.image_size is None:
+            return ImageTensorDataset(images[idx], labels[idx], max_value=16.0)
+        # 17 grey levels to 0..255 first, so the resized images keep their interpolated levels
+        wide = (images[idx].float() * (255.0 / 16.0)).round().to(torch.uint8)
+        return ImageTensorDataset(_resize(wide, self.image_size), labels[idx], max_value=255.0)
 
 
 # ---------------------------------------------------------------------- torchvision files

@@ -70,13 +70,22 @@ class FID(FrechetInceptionDistance, SampleMetric):
         """Add images ``(n, C, H, W)`` in ``data_range``: generated and/or reference."""
         if generated is None and reference is None:
             raise ValueError("FID.update needs generated and/or reference images")
+        self._count(generated, reference)
         if generated is not None:
             FrechetInceptionDistance.update(self, _to_unit(generated, self.data_range), real=False)
         if reference is not None:
             FrechetInceptionDistance.update(self, _to_unit(reference, self.data_range), real=True)
 
+    def reset(self) -> None:
+        """Reset; the reference counts stay with the reference features they count."""
+        kept = self.non_finite[2:].clone()
+        super().reset()
+        if not self.reset_real_features:
+            self.non_finite[2:] = kept
+
     def compute(self) -> dict[str, Tensor]:
         """``{"value": FID, "n", "n_reference"}``."""
+        self._raise_if_non_finite()
         n_gen, n_ref = self.fake_features_num_samples, self.real_features_num_samples
         if n_gen < 2 or n_ref < 2:
             raise ValueError(f"FID needs >= 2 images per side, got {int(n_gen)} and {int(n_ref)}")
@@ -137,6 +146,7 @@ class KID(KernelInceptionDistance, SampleMetric):
         """Add images ``(n, C, H, W)`` in ``data_range``: generated and/or reference."""
         if generated is None and reference is None:
             raise ValueError("KID.update needs generated and/or reference images")
+        self._count(generated, reference)
         if generated is not None:
             KernelInceptionDistance.update(self, _to_unit(generated, self.data_range), real=False)
         if reference is not None:
@@ -144,6 +154,7 @@ class KID(KernelInceptionDistance, SampleMetric):
 
     def compute(self) -> dict[str, Tensor]:
         """``{"value": mean KID, "std", "n", "n_reference", "subset_size"}``."""
+        self._raise_if_non_finite()
         real = dim_zero_cat(self.real_features).to(torch.float64)
         fake = dim_zero_cat(self.fake_features).to(torch.float64)
         size = min(self.subset_size, real.shape[0], fake.shape[0])

@@ -99,6 +99,7 @@ class GaussianW2(SampleMetric):
     def compute(self) -> dict[str, Tensor]:
         if self.target is None:
             return super().compute()
+        self._raise_if_non_finite()
         gen = dim_zero_cat(self.generated) if len(self.generated) else None
         if gen is None or gen.shape[0] < 2:
             raise ValueError("GaussianW2 needs at least 2 generated samples")

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.utilities import dim_zero_cat
 
-from diffkit.metrics.base import SampleMetric
+from diffkit.metrics.base import NonFiniteSamplesError, SampleMetric
 from diffkit.prediction import Prediction
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.operators import LinearOp
@@ -310,6 +310,7 @@ class NLL(SampleMetric):
         """Evaluate the likelihood of held-out data ``(B, *data_shape)``."""
         if self.sde is None or self.model is None:
             raise ValueError("NLL: call bind(sde, model) before update (the callback does it)")
+        self._count(None, data)
         sde = self.sde
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         g = torch.Generator().manual_seed(self.seed + 1_000_003 * rank + 7919 * self._calls)
@@ -367,9 +368,20 @@ class NLL(SampleMetric):
         return torch.stack([x, v0.to(x.device)], 1), log_q.to(x.device)
 
     def compute(self) -> dict[str, Tensor]:
-        """``{"value": mean bpd, "n", "nats", "nfe", "bpd_sem"}``."""
+        """``{"value": mean bpd, "n", "nats", "nfe", "bpd_sem"}``.
+
+        Raises:
+            NonFiniteSamplesError: non-finite data, or a non-finite likelihood (both counted).
+        """
+        self._raise_if_non_finite("held-out data points")
         bpd, nats = dim_zero_cat(self.bpd), dim_zero_cat(self.nats)
         n = bpd.shape[0]
+        bad = int((~torch.isfinite(bpd)).sum())
+        if bad:
+            raise NonFiniteSamplesError(
+                f"{self.name}: the likelihood of {bad} of {n} held-out data points is not finite "
+                "(the score model returns NaN or inf there); no value is reported"
+            )
         sem = bpd.std() / math.sqrt(n) if n > 1 else torch.tensor(float("nan"))
         return {
             "value": bpd.mean(),

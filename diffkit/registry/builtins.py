@@ -29,6 +29,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "deis": "diffkit.samplers.deis:DEIS",
         "gddim": "diffkit.samplers.gddim:GDDIM",
         "pc": "diffkit.samplers.pc:PredictorCorrector",
+        "dpm_solver": "diffkit.samplers.dpm_solver:DPMSolver",
+        "unipc": "diffkit.samplers.unipc:UniPC",
     },
     "loss": {
         "dsm": "diffkit.losses.dsm:DenoisingScoreMatching",
@@ -47,6 +49,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "gmm": "diffkit.data.gmm:GaussianMixtureDataModule",
         "toy2d": "diffkit.data.toy2d:Toy2DDataModule",
         "digits": "diffkit.data.images:DigitsDataModule",
+        "shapes": "diffkit.data.shapes:ShapesDataModule",
         "mnist": "diffkit.data.images:MNISTDataModule",
         "fashion_mnist": "diffkit.data.images:FashionMNISTDataModule",
         "cifar10": "diffkit.data.images:CIFAR10DataModule",

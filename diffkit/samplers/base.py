@@ -20,24 +20,17 @@ from torch import Tensor
 
 from diffkit.prediction import GridScoreModel, Prediction, ScoreModel, on_grid
 from diffkit.sdes.base import LinearSDE
-from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import GridKind, time_grid
 
 __all__ = [
     "CountingModel",
+    "Plan",
     "SampleResult",
     "Sampler",
     "SamplerPlan",
     "require_full_score",
-    "row_apply",
-    "row_axpy",
-    "step_rows",
     "step_time",
 ]
-
-Row = float | LinearOp
-"""One step's operator in a sampling loop: a Python float for scalar operators (VP, VE),
-else a single-row :class:`~diffkit.sdes.operators.LinearOp` in the state's dtype."""
 
 
 def require_full_score(pred: Prediction, sampler: str) -> None:
@@ -49,26 +42,6 @@ def require_full_score(pred: Prediction, sampler: str) -> None:
             "with 'euler_maruyama', 'heun' or 'pc', which use only G G^T score, or train with "
             "the 'dsm' loss"
         )
-
-
-def step_rows(op: LinearOp, like: Tensor) -> list[Row]:
-    """Per-step rows of an operator table ``(N, ...)`` for a loop over ``like``-shaped states:
-    Python floats (the float64 values) when the operator is scalar, else single-row operators
-    cast once to ``like``'s dtype and device."""
-    if op.is_scalar:
-        return op.coef[:, 0, 0].tolist()
-    c = op.coef.to(device=like.device, dtype=like.dtype)
-    return [LinearOp(c[i : i + 1], op.basis) for i in range(op.n)]
-
-
-def row_apply(row: Row, x: Tensor) -> Tensor:
-    """``row x`` (one tensor operation for a scalar row)."""
-    return x * row if isinstance(row, float) else row.apply(x)
-
-
-def row_axpy(acc: Tensor, row: Row, x: Tensor) -> Tensor:
-    """``acc + row x`` (one fused tensor operation for a scalar row)."""
-    return acc.add(x, alpha=row) if isinstance(row, float) else acc + row.apply(x)
 
 
 def step_time(times: Tensor, i: int, like: Tensor) -> Tensor:
@@ -96,31 +69,41 @@ class CountingModel:
 
     ``model(u, t)`` evaluates at any time ``t`` ``(B,)``; with a grid ``times`` ``(N + 1,)``,
     ``model.at(u, i)`` evaluates at ``times[i]`` through :func:`diffkit.prediction.on_grid`
-    (precomputed conditioning; what samplers use on their own grid).
+    (precomputed conditioning; what samplers use on their own grid). A model that evaluates
+    its network more than once per call (classifier-free guidance) says so in
+    ``evaluations_per_call``, and each call counts that many.
     """
 
     def __init__(self, model: ScoreModel, times: Tensor | None = None) -> None:
         self.model, self.nfe = model, 0
+        self.cost = int(getattr(model, "evaluations_per_call", 1))
         self.grid: GridScoreModel | None = None if times is None else on_grid(model, times)
 
     def __call__(self, u: Tensor, t: Tensor) -> Prediction:
-        self.nfe += 1
+        self.nfe += self.cost
         return self.model(u, t)
 
     def at(self, u: Tensor, i: int) -> Prediction:
         """The prediction at the grid's ``i``-th time."""
         if self.grid is None:
             raise RuntimeError("CountingModel.at needs the grid: CountingModel(model, times)")
-        self.nfe += 1
+        self.nfe += self.cost
         return self.grid(u, i)
 
 
 @dataclass(frozen=True)
-class SamplerPlan:
-    """Per-(SDE, grid) precomputed coefficients: ``times`` ``(N + 1,)`` float64 and a dict of
-    float64 tensors or :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+class Plan:
+    """Per-(SDE, grid) precomputed data of a sampler: the grid ``times`` ``(N + 1,)`` float64;
+    samplers add typed fields (operator tables indexed by step)."""
 
     times: Tensor
+
+
+@dataclass(frozen=True)
+class SamplerPlan(Plan):
+    """A plan whose coefficients are a dict of float64 tensors or
+    :class:`~diffkit.sdes.operators.LinearOp` tables indexed by step."""
+
     coefs: dict[str, Any]
 
 
@@ -152,7 +135,7 @@ class Sampler(abc.ABC):
         self.steps, self.grid, self.t_min, self.t_max = int(steps), grid, t_min, t_max
         self.denoise_final, self.progress = bool(denoise_final), bool(progress)
         # Plans keyed by (id(sde), grid settings); the weak reference detects a reused id.
-        self._plans: dict[tuple, tuple[weakref.ref, SamplerPlan]] = {}
+        self._plans: dict[tuple, tuple[weakref.ref, Plan]] = {}
         # Hook for guidance: a function ScoreModel -> ScoreModel applied before sampling.
         self.model_wrapper: Callable[[ScoreModel], ScoreModel] | None = None
         # Hook for exact (generator-free) variance propagation in tests and benchmarks: a
@@ -185,13 +168,13 @@ class Sampler(abc.ABC):
         """The one-step loop ``u <- A_i u + B_i f(pred_i) [+ C_i z_i]`` of samplers whose step is
         affine in the state and one model quantity ``f`` (eps, score, ...); ``C`` (noise) is used
         when the plan has it."""
-        A, B = step_rows(plan.coefs["A"], u), step_rows(plan.coefs["B"], u)
-        C = step_rows(plan.coefs["C"], u) if "C" in plan.coefs else None
+        A, B = plan.coefs["A"].steps(u), plan.coefs["B"].steps(u)
+        C = plan.coefs["C"].steps(u) if "C" in plan.coefs else None
         for i in range(len(A)):
             f = feature(model.at(u, i), i).to(u.dtype)
-            u = row_axpy(row_apply(A[i], u), B[i], f)
+            u = B[i].add(A[i](u), f)
             if C is not None:
-                u = row_axpy(u, C[i], self.noise(u, generator))
+                u = C[i].add(u, self.noise(u, generator))
             on_step(i, u)
         return u
 
@@ -202,16 +185,19 @@ class Sampler(abc.ABC):
     def times(self, sde: LinearSDE) -> Tensor:
         return time_grid(sde, self.steps, self.grid, t_min=self.t_min, t_max=self.t_max)
 
-    def plan(self, sde: LinearSDE) -> SamplerPlan:
+    def plan(self, sde: LinearSDE) -> Plan:
         """The cached plan for ``sde`` (float64; keyed by the SDE object and the grid)."""
         key = (id(sde), self.steps, self.grid, self.t_min, self.t_max)
         hit = self._plans.get(key)
         if hit is None or hit[0]() is not sde:
             self.check_sde(sde)
             times = self.times(sde)
-            plan = SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
-            self._plans[key] = (weakref.ref(sde), plan)
+            self._plans[key] = (weakref.ref(sde), self.build_plan(sde, times))
         return self._plans[key][1]
+
+    def build_plan(self, sde: LinearSDE, times: Tensor) -> Plan:
+        """The plan for ``times`` (default: :meth:`build_coefs` in a :class:`SamplerPlan`)."""
+        return SamplerPlan(times=times, coefs=self.build_coefs(sde, times))
 
     def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
         """Precompute per-step coefficients (float64) for ``times``."""
@@ -223,7 +209,7 @@ class Sampler(abc.ABC):
         model: CountingModel,
         sde: LinearSDE,
         u: Tensor,
-        plan: SamplerPlan,
+        plan: Plan,
         *,
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],

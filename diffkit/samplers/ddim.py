@@ -19,23 +19,26 @@ factor ``L_t`` (gDDIM's "L" baseline); the gDDIM paper shows R_t is far better t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from diffkit.prediction import Prediction
-from diffkit.samplers.base import (
-    CountingModel,
-    Sampler,
-    SamplerPlan,
-    require_full_score,
-)
+from diffkit.samplers.base import CountingModel, Plan, Sampler, require_full_score
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import GridKind
 
-__all__ = ["DDIM", "ddim_coefficients", "psd_cholesky"]
+__all__ = ["DDIM", "DDIMPlan", "ddim_coefficients", "psd_cholesky"]
+
+
+@dataclass(frozen=True)
+class DDIMPlan(Plan):
+    """``u_{i+1} = A_i u_i + B_i eps_i [+ C_i z_i]`` on ``times`` (float64, one row per step)."""
+
+    A: LinearOp
+    B: LinearOp
+    C: LinearOp | None = None
 
 
 def ddim_coefficients(sde: LinearSDE, times: Tensor, eta: float) -> dict[str, LinearOp]:
@@ -100,21 +103,26 @@ class DDIM(Sampler):
         self.eta = float(eta)
         self.stochastic = self.eta > 0
 
-    def build_coefs(self, sde: LinearSDE, times: Tensor) -> dict[str, Any]:
-        return ddim_coefficients(sde, times, self.eta)
+    def build_plan(self, sde: LinearSDE, times: Tensor) -> DDIMPlan:
+        return DDIMPlan(times, **ddim_coefficients(sde, times, self.eta))
 
     def run(
         self,
         model: CountingModel,
         sde: LinearSDE,
         u: Tensor,
-        plan: SamplerPlan,
+        plan: DDIMPlan,
         *,
         generator: torch.Generator | None,
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
-        def eps(pred: Prediction, i: int) -> Tensor:
+        A, B = plan.A.steps(u), plan.B.steps(u)
+        C = None if plan.C is None else plan.C.steps(u)
+        for i in range(len(A)):
+            pred = model.at(u, i)
             require_full_score(pred, "ddim")
-            return pred.eps()
-
-        return self.run_affine(model, u, plan, eps, generator=generator, on_step=on_step)
+            u = B[i].add(A[i](u), pred.eps().to(u.dtype))
+            if C is not None:
+                u = C[i].add(u, self.noise(u, generator))
+            on_step(i, u)
+        return u

@@ -24,9 +24,6 @@ from diffkit.samplers.base import (
     Sampler,
     SamplerPlan,
     require_full_score,
-    row_apply,
-    row_axpy,
-    step_rows,
 )
 from diffkit.samplers.exponential import Variant, exponential_coefficients
 from diffkit.samplers.factors import FactorKind, has_factor, noise_factor
@@ -58,8 +55,8 @@ def run_multistep(
     """
     factor_ops = factor_rows(plan)
     c = plan.coefs
-    A = step_rows(c["A"], u)
-    C = [step_rows(op, u) for op in c["C"]]
+    A = c["A"].steps(u)
+    C = [op.steps(u) for op in c["C"]]
     hist: list[Tensor] = []
     for i, q in enumerate(c["q"]):
         pred = model.at(u, i)
@@ -67,9 +64,9 @@ def run_multistep(
         eps = pred.eps() if factor_ops is None else pred.eps(factor_ops[i])
         hist.insert(0, eps.to(u.dtype))
         del hist[len(C) :]
-        out = row_apply(A[i], u)
+        out = A[i](u)
         for j in range(q + 1):
-            out = row_axpy(out, C[j][i], hist[j])
+            out = C[j][i].add(out, hist[j])
         u = out
         on_step(i, u)
     return u
@@ -84,7 +81,8 @@ class DEIS(Sampler):
         t_min: truncation time (default: the SDE's ``t_min``).
         t_max: start time (default: ``T``).
         order: polynomial degree r in 0..3 (r + 1 eps values; 0 = DDIM).
-        variant: ``tab`` (Lagrange in t) or ``rhoab`` (Lagrange in rho = noise level).
+        variant: ``tab`` (Lagrange in t), ``rhoab`` (in rho = noise level) or ``logrho`` (in
+            log rho = -lambda: lambda-domain DEIS, diffusers' ``DEISMultistepScheduler``).
         factor: eps convention, ``kernel`` (the kernel's scale, what networks are trained
             against; Cholesky for CLD) or ``R`` (gDDIM's factor).
         quadrature_nodes: Gauss-Legendre nodes per step for the coefficients.
@@ -108,8 +106,8 @@ class DEIS(Sampler):
         super().__init__(steps, grid, t_min, t_max, denoise_final, progress)
         if order not in (0, 1, 2, 3):
             raise ValueError(f"DEIS.order must be 0, 1, 2 or 3 (polynomial degree), got {order}")
-        if variant not in ("tab", "rhoab"):
-            raise ValueError(f"DEIS.variant must be 'tab' or 'rhoab', got {variant!r}")
+        if variant not in ("tab", "rhoab", "logrho"):
+            raise ValueError(f"DEIS.variant must be 'tab', 'rhoab' or 'logrho', got {variant!r}")
         if factor not in ("kernel", "R"):
             raise ValueError(f"DEIS.factor must be 'kernel' or 'R', got {factor!r}")
         if quadrature_nodes < 2:

@@ -20,9 +20,6 @@ from diffkit.samplers.base import (
     CountingModel,
     Sampler,
     SamplerPlan,
-    row_apply,
-    row_axpy,
-    step_rows,
 )
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.time_grids import GridKind
@@ -76,15 +73,15 @@ class EulerMaruyama(Sampler):
     ) -> Tensor:
         c = plan.coefs
         # drift = F u - a G G^T score, a = (1 + lam^2) / 2; noise lam sqrt(h) G z.
-        F = step_rows(c["F"], u)
-        GG = step_rows(c["GG"] * (-0.5 * (1.0 + self.lam**2)), u)
+        F = c["F"].steps(u)
+        GG = (c["GG"] * (-0.5 * (1.0 + self.lam**2))).steps(u)
         if self.lam > 0:
             scale = self.lam * torch.tensor(c["h"], dtype=torch.float64).sqrt()
-            G = step_rows(c["G"] * scale.to(c["G"].coef.device), u)
+            G = (c["G"] * scale.to(c["G"].coef.device)).steps(u)
         for i, h in enumerate(c["h"]):
             score = model.at(u, i).score().to(u.dtype)
-            u = u.add(row_axpy(row_apply(F[i], u), GG[i], score), alpha=-h)
+            u = u.add(GG[i].add(F[i](u), score), alpha=-h)
             if self.lam > 0:
-                u = row_axpy(u, G[i], self.noise(u, generator))
+                u = G[i].add(u, self.noise(u, generator))
             on_step(i, u)
         return u

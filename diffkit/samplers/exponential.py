@@ -9,14 +9,14 @@ docs/background/samplers.md#deis]::
     C_j = int_t^s 1/2 Psi(s, tau) G G^T K_tau^{-T} l_j(tau) dtau,
 
 with ``l_j`` the Lagrange basis on the nodes in the interpolation variable (``t`` for tAB,
-``rho(t)`` for rhoAB). ``C_j`` is computed once per (SDE, grid) in float64 by Gauss-Legendre
-quadrature on the operators' coefficient tensors, so one code path serves scalar, spectral and
-2x2-block SDEs:
+``rho(t)`` for rhoAB, ``log rho(t)`` for logrho). ``C_j`` is computed once per (SDE, grid)
+in float64 by Gauss-Legendre quadrature on the operators' coefficient tensors, so one code path
+serves scalar, spectral and 2x2-block SDEs:
 
 * 1x1 blocks (VP, VE, blurring; the factor is ``R_t = Sigma_t^{1/2}`` whether called ``kernel``
-  or ``R``): the by-parts form of docs/background/samplers.md#gddim, whose order-0 part is the exact
-  DDIM/gDDIM
-  coefficient and whose remaining integral ``int Psi(s,tau) R_tau l_j'`` is smooth;
+  or ``R``): the by-parts form of docs/background/samplers.md#gddim, whose order-0 part is the
+  exact DDIM/gDDIM coefficient and whose remaining integral ``int Psi(s,tau) R_tau l_j'`` is
+  smooth (taken in the interpolation variable for rhoAB and logrho);
 * 2x2 blocks (CLD, with the Cholesky or the R factor): the integral itself.
 
 Quadrature runs in ``y = sqrt(tau)`` (in ``rho`` for rhoAB's by-parts integral): the integrand
@@ -38,7 +38,7 @@ from diffkit.sdes.operators import LinearOp
 
 __all__ = ["Variant", "exponential_coefficients", "lagrange_basis"]
 
-Variant = Literal["tab", "rhoab"]
+Variant = Literal["tab", "rhoab", "logrho"]
 
 
 def lagrange_basis(x: Tensor, nodes: Tensor, count: Tensor) -> Tensor:
@@ -108,7 +108,8 @@ def exponential_coefficients(
     Args:
         times: decreasing grid ``(N + 1,)``.
         order: polynomial degree ``r`` (``r + 1`` eps values; order 0 = DDIM / gDDIM step).
-        variant: interpolation variable, ``tab`` (time) or ``rhoab`` (noise level rho).
+        variant: interpolation variable, ``tab`` (time), ``rhoab`` (noise level rho) or
+            ``logrho`` (``log rho``, minus half the log-SNR: diffusers' DEIS).
         factor: eps convention (``kernel``: the kernel's scale; ``R``: gDDIM's factor).
         nodes: Gauss-Legendre nodes per step.
         chunk: steps integrated at once (bounds memory for per-frequency SDEs).
@@ -120,6 +121,11 @@ def exponential_coefficients(
     """
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
+    if variant == "logrho" and float(times.min()) <= 0:
+        raise ValueError(
+            "the 'logrho' variant needs t_min > 0 (log rho is -inf at t = 0); set t_min, e.g. "
+            "the SDE's default"
+        )
     times = times.to(torch.float64)
     n = len(times) - 1
     t, s = times[:-1], times[1:]
@@ -195,7 +201,8 @@ def _by_parts_chunk(sde, t, s, node_x, q, var, variant, gx, gw) -> tuple[list[Te
     else:
         xa, xb = var(s), var(t)
         x = 0.5 * (xb - xa)[:, None] * gx[None, :] + 0.5 * (xb + xa)[:, None]
-        tau = sde.t_from_noise_level(x.reshape(-1)).reshape(x.shape).clamp(0.0, sde.T)
+        rho = x if variant == "rhoab" else x.exp()
+        tau = sde.t_from_noise_level(rho.reshape(-1)).reshape(x.shape).clamp(0.0, sde.T)
         w = 0.5 * gw[None, :] * (xb - xa)[:, None]
         dell = lagrange_derivative(x, node_x, q + 1)
     flat = tau.reshape(-1)
@@ -231,4 +238,6 @@ def _interp_variable(sde: LinearSDE, variant: Variant):
         return lambda x: x
     if variant == "rhoab":
         return sde.noise_level
-    raise ValueError(f"variant must be 'tab' or 'rhoab', got {variant!r}")
+    if variant == "logrho":
+        return lambda x: sde.noise_level(x).log()
+    raise ValueError(f"variant must be 'tab', 'rhoab' or 'logrho', got {variant!r}")

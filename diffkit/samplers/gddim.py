@@ -116,7 +116,8 @@ class GDDIM(Sampler):
         lam: stochasticity (0: deterministic; 1: the DDPM posterior on scalar SDEs).
         order: extrapolation degree r of the deterministic multistep predictor (r + 1 eps
             values; 0 = the one-step rule). Must be 0 when ``lam > 0``.
-        variant: interpolation variable of the multistep predictor (``tab`` | ``rhoab``).
+        variant: interpolation variable of the multistep predictor (``tab`` | ``rhoab`` |
+            ``logrho``).
         quadrature_nodes: Gauss-Legendre nodes per step for the multistep coefficients.
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.

@@ -26,9 +26,6 @@ from diffkit.samplers.base import (
     CountingModel,
     Sampler,
     SamplerPlan,
-    row_apply,
-    row_axpy,
-    step_rows,
     step_time,
 )
 from diffkit.samplers.ddim import psd_cholesky
@@ -136,24 +133,24 @@ class Heun(Sampler):
     ) -> Tensor:
         c = plan.coefs
         # d = F u - 1/2 G G^T score at t_hat (predictor) and at s (corrector).
-        Ft, Fs = step_rows(c["Ft"], u), step_rows(c["Fs"], u)
-        GGt, GGs = step_rows(c["GGt"] * -0.5, u), step_rows(c["GGs"] * -0.5, u)
-        lift = step_rows(c["lift"], u) if "lift" in c else None
-        noise = step_rows(c["lift_noise"], u) if "lift_noise" in c else None
+        Ft, Fs = c["Ft"].steps(u), c["Fs"].steps(u)
+        GGt, GGs = (c["GGt"] * -0.5).steps(u), (c["GGs"] * -0.5).steps(u)
+        lift = c["lift"].steps(u) if "lift" in c else None
+        noise = c["lift_noise"].steps(u) if "lift_noise" in c else None
         times = plan.times
         for i, h in enumerate(c["h"]):
             if c["churn"][i] and lift is not None and noise is not None:
-                u = row_axpy(row_apply(lift[i], u), noise[i], self.noise(u, generator))
+                u = noise[i].add(lift[i](u), self.noise(u, generator))
                 pred = model(u, step_time(c["t_hat"], i, u))
             else:
                 pred = model.at(u, i)
-            d = row_axpy(row_apply(Ft[i], u), GGt[i], pred.score().to(u.dtype))
+            d = GGt[i].add(Ft[i](u), pred.score().to(u.dtype))
             u_bar = u.add(d, alpha=-h)
             if float(times[i + 1]) == 0.0 and not self.correct_at_zero:
                 u = u_bar
             else:
                 score2 = model.at(u_bar, i + 1).score().to(u.dtype)
-                d2 = row_axpy(row_apply(Fs[i], u_bar), GGs[i], score2)
+                d2 = GGs[i].add(Fs[i](u_bar), score2)
                 u = u.add(d + d2, alpha=-0.5 * h)
             on_step(i, u)
         return u

@@ -29,9 +29,6 @@ from diffkit.samplers.base import (
     Sampler,
     SamplerPlan,
     require_full_score,
-    row_apply,
-    row_axpy,
-    step_rows,
 )
 from diffkit.samplers.ddim import ddim_coefficients
 from diffkit.sdes.base import LinearSDE
@@ -132,7 +129,7 @@ class PredictorCorrector(Sampler):
         on_step: Callable[[int, Tensor], None],
     ) -> Tensor:
         c = plan.coefs
-        ops = {k: step_rows(c[k], u) for k in ("A", "B", "C", "F", "G", "GG") if k in c}
+        ops = {k: c[k].steps(u) for k in ("A", "B", "C", "F", "G", "GG") if k in c}
         times = plan.times
         for i in range(len(times) - 1):
             if self.corrector_first:
@@ -142,12 +139,12 @@ class PredictorCorrector(Sampler):
             if self.predictor == "ddim":
                 require_full_score(pred, "pc with the ddim predictor")
                 eps = pred.eps().to(u.dtype)
-                u = row_axpy(row_axpy(row_apply(ops["A"][i], u), ops["B"][i], eps), ops["C"][i], z)
+                u = ops["C"][i].add(ops["B"][i].add(ops["A"][i](u), eps), z)
             else:
                 h = c["h"][i]
                 score = pred.score().to(u.dtype)
-                drift = row_apply(ops["F"][i], u) - row_apply(ops["GG"][i], score)
-                u = row_axpy(u.add(drift, alpha=-h), ops["G"][i], z * math.sqrt(h))
+                drift = ops["F"][i](u) - ops["GG"][i](score)
+                u = ops["G"][i].add(u.add(drift, alpha=-h), z * math.sqrt(h))
             if not self.corrector_first:
                 u = self._correct(model, u, i + 1, c["a"][i], generator)
             on_step(i, u)

@@ -26,7 +26,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["Basis", "DCTBasis", "LinearOp"]
+__all__ = ["Basis", "DCTBasis", "LinearOp", "StepOp"]
 
 
 class Basis:
@@ -310,3 +310,29 @@ class LinearOp:
     @cached_property
     def is_scalar(self) -> bool:
         return self.k == 1 and not self.mode_shape
+
+    def steps(self, like: Tensor) -> list[StepOp]:
+        """The rows of an operator table ``(N, ...)`` as :class:`StepOp` for a sampling loop
+        over ``like``-shaped states (the per-step fast path: plain floats for scalar operators,
+        else single-row operators cast once to ``like``'s dtype and device)."""
+        if self.is_scalar:
+            return [StepOp(None, c) for c in self.coef[:, 0, 0].tolist()]
+        c = self.coef.to(device=like.device, dtype=like.dtype)
+        return [StepOp(LinearOp(c[i : i + 1], self.basis)) for i in range(self.n)]
+
+
+class StepOp:
+    """One step's operator in a sampling loop: ``op(x)`` is ``op x`` and ``op.add(acc, x)`` is
+    ``acc + op x``. A scalar operator (VP, VE) holds a Python float, so each is one fused tensor
+    operation; others hold a single-row :class:`LinearOp` in the state's dtype."""
+
+    __slots__ = ("op", "scale")
+
+    def __init__(self, op: LinearOp | None, scale: float = 1.0) -> None:
+        self.op, self.scale = op, scale
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x * self.scale if self.op is None else self.op.apply(x)
+
+    def add(self, acc: Tensor, x: Tensor) -> Tensor:
+        return acc.add(x, alpha=self.scale) if self.op is None else acc + self.op.apply(x)

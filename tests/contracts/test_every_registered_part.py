@@ -25,7 +25,8 @@ from diffkit.testing.contracts import (
 
 #: Convergence order of each built-in sampler's default configuration on Gaussian data
 #: (weak order on the output variance for stochastic ones; DEIS's default extrapolation
-#: degree 2 gives order 3).
+#: degree 2 gives order 3; UniPC-2 with its corrector is order 3 on these steps, although its
+#: last step, first order and uncorrected under lower_order_final, makes it 2 asymptotically).
 SAMPLER_ORDERS = {
     "euler_maruyama": 1,
     "ddim": 1,
@@ -34,6 +35,8 @@ SAMPLER_ORDERS = {
     "deis": 3,
     "gddim": 1,
     "pc": 1,
+    "dpm_solver": 2,
+    "unipc": 3,
 }
 VECTOR = DenoiserSpec((3,), (3,), (3,), num_classes=2)
 IMAGE = DenoiserSpec((1, 8, 8), (1, 8, 8), (1, 8, 8), num_classes=2)

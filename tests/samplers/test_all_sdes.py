@@ -18,6 +18,7 @@ from scipy.integrate import quad_vec, solve_ivp
 from diffkit.samplers.base import CountingModel
 from diffkit.samplers.ddim import DDIM, ddim_coefficients
 from diffkit.samplers.deis import DEIS
+from diffkit.samplers.dpm_solver import DPMSolver
 from diffkit.samplers.euler_maruyama import EulerMaruyama
 from diffkit.samplers.exponential import exponential_coefficients
 from diffkit.samplers.exponential_integrator import ExponentialIntegrator
@@ -25,6 +26,7 @@ from diffkit.samplers.factors import noise_factor
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.samplers.pc import PredictorCorrector
+from diffkit.samplers.unipc import UniPC
 from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.time_grids import time_grid
 
@@ -65,15 +67,32 @@ SAMPLERS = {
     "gddim": lambda: GDDIM(6, order=1),
     "gddim_stochastic": lambda: GDDIM(6, lam=1.0),
     "pc": lambda: PredictorCorrector(6, n_corrector=1),
+    "dpm_solver_3m": lambda: DPMSolver(6, order=3),
+    "dpm_solver_2m_heun": lambda: DPMSolver(6, order=2, solver_type="heun"),
+    "unipc_bh1": lambda: UniPC(6, order=3, solver_type="bh1"),
+    "unipc_bh2": lambda: UniPC(6, order=2),
+    "unipc_eps": lambda: UniPC(6, order=3, predict_x0=False),
+    "dpm_solver_eps": lambda: DPMSolver(6, order=2, algorithm="dpmsolver"),
+    "deis_logrho": lambda: DEIS(6, order=2, variant="logrho"),
+}
+SDE_ONLY_1X1 = {
+    "dpm_solver_sde": lambda: DPMSolver(6, algorithm="sde-dpmsolver++"),
+    "dpm_solver_sde3": lambda: DPMSolver(
+        6, order=3, solver_type="heun", algorithm="sde-dpmsolver++"
+    ),
 }
 
 
 @pytest.mark.parametrize("sde_name", SDES)
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", [*SAMPLERS, *SDE_ONLY_1X1])
 def test_every_sampler_runs_on_every_sde(sde_name: str, name: str, gaussian_score) -> None:
     sde = _sde(sde_name)
     shape = (3, *DATA_SHAPE.get(sde_name, (2,)))
-    sampler = SAMPLERS[name]()
+    sampler = {**SAMPLERS, **SDE_ONLY_1X1}[name]()
+    if name in SDE_ONLY_1X1 and sde.block == 2:
+        with pytest.raises(ValueError, match=r"algorithm='dpmsolver\+\+'"):
+            sampler.sample(gaussian_score(sde, _data_cov(sde)), sde, shape)
+        return
     model = CountingModel(gaussian_score(sde, _data_cov(sde)))
     gen = torch.Generator().manual_seed(0)
     res = sampler.sample(model, sde, shape, generator=gen, dtype=torch.float64)
@@ -244,6 +263,20 @@ def test_cld_orders_against_pf_ode(gaussian_score) -> None:
         "gddim": (lambda n: GDDIM(n, t_min=s), 1.0),
         "gddim_multistep2": (lambda n: GDDIM(n, t_min=s, order=2), 2.8),
         "heun": (lambda n: Heun(n, grid="quadratic", t_min=s), 2.0),
+        "dpm_solver3": (
+            lambda n: DPMSolver(n, grid="quadratic", t_min=s, order=3, solver_type="heun"),
+            3.0,
+        ),
+        "dpm_solver3_eps": (
+            lambda n: DPMSolver(
+                n, grid="quadratic", t_min=s, order=3, solver_type="heun", algorithm="dpmsolver"
+            ),
+            3.0,
+        ),
+        "unipc2": (
+            lambda n: UniPC(n, grid="quadratic", t_min=s, order=2, lower_order_final=False),
+            3.0,
+        ),
     }
     for name, (make, order) in cases.items():
         errs = []

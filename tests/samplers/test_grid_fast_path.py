@@ -14,14 +14,16 @@ from torch import Tensor
 
 from diffkit.denoisers.base import Denoiser, DenoiserSpec
 from diffkit.denoisers.parameterization import Parameterization
-from diffkit.samplers.base import CountingModel, row_apply, row_axpy, step_rows
+from diffkit.samplers.base import CountingModel
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
+from diffkit.samplers.dpm_solver import DPMSolver
 from diffkit.samplers.euler_maruyama import EulerMaruyama
 from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.samplers.pc import PredictorCorrector
+from diffkit.samplers.unipc import UniPC
 from diffkit.sdes.blur import BlurSDE
 from diffkit.sdes.cld import CLDSDE
 from diffkit.sdes.operators import LinearOp
@@ -58,6 +60,8 @@ SAMPLERS = {
     "pc": lambda: PredictorCorrector(steps=6),
     "pc_ddim": lambda: PredictorCorrector(steps=6, predictor="ddim", corrector_first=False),
     "ei": lambda: ExponentialIntegrator(steps=8),
+    "dpm_solver": lambda: DPMSolver(steps=8, order=3),
+    "unipc": lambda: UniPC(steps=8, order=3, solver_type="bh1"),
 }
 
 
@@ -86,23 +90,24 @@ def test_fast_path_equals_generic_path(sde_name: str, sampler_name: str) -> None
     torch.testing.assert_close(fast.x, slow.x, rtol=1e-4, atol=1e-4 * scale)
 
 
-def test_step_rows_are_floats_for_scalar_operators_and_rows_otherwise() -> None:
+def test_step_ops_are_floats_for_scalar_operators_and_rows_otherwise() -> None:
     like = torch.zeros(3, 2)
     scalar = LinearOp.scalar(torch.tensor([0.5, 2.0, -1.0], dtype=torch.float64))
-    rows = step_rows(scalar, like)
-    assert rows == [0.5, 2.0, -1.0] and all(isinstance(r, float) for r in rows)
+    rows = scalar.steps(like)
+    assert [r.scale for r in rows] == [0.5, 2.0, -1.0] and all(r.op is None for r in rows)
+    assert all(isinstance(r.scale, float) for r in rows)
     gen = torch.Generator().manual_seed(0)
     block = LinearOp.block(torch.randn(3, 2, 2, generator=gen, dtype=torch.float64))
     u = torch.randn(4, 2, 5, generator=gen)
-    brows = step_rows(block, u)
-    assert all(isinstance(r, LinearOp) and r.n == 1 and r.coef.dtype == u.dtype for r in brows)
+    brows = block.steps(u)
+    assert all(r.op.n == 1 and r.op.coef.dtype == u.dtype for r in brows)
     acc = torch.randn(4, 2, 5, generator=gen)
     for i in range(3):
-        torch.testing.assert_close(row_apply(brows[i], u), block[i].apply(u))
-        torch.testing.assert_close(row_axpy(acc, brows[i], u), acc + block[i].apply(u))
+        torch.testing.assert_close(brows[i](u), block[i].apply(u))
+        torch.testing.assert_close(brows[i].add(acc, u), acc + block[i].apply(u))
         x = u[:, 0]
-        torch.testing.assert_close(row_apply(rows[i], x), scalar[i].apply(x))
-        torch.testing.assert_close(row_axpy(x, rows[i], x), x + scalar[i].apply(x))
+        torch.testing.assert_close(rows[i](x), scalar[i].apply(x))
+        torch.testing.assert_close(rows[i].add(x, x), x + scalar[i].apply(x))
 
 
 def test_counting_model_at_needs_a_grid() -> None:

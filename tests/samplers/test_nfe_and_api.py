@@ -10,11 +10,13 @@ from diffkit.registry.builtins import BUILTINS
 from diffkit.samplers.base import CountingModel
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
+from diffkit.samplers.dpm_solver import DPMSolver
 from diffkit.samplers.euler_maruyama import EulerMaruyama
 from diffkit.samplers.exponential_integrator import ExponentialIntegrator
 from diffkit.samplers.gddim import GDDIM
 from diffkit.samplers.heun import Heun
 from diffkit.samplers.pc import PredictorCorrector
+from diffkit.samplers.unipc import UniPC
 from diffkit.sdes.operators import LinearOp
 from diffkit.sdes.vp import VPSDE
 
@@ -32,6 +34,9 @@ SAMPLERS = {
     "gddim_stochastic": lambda: GDDIM(7, lam=0.5),
     "pc": lambda: PredictorCorrector(7, n_corrector=2),
     "pc_ddim": lambda: PredictorCorrector(7, predictor="ddim", corrector_first=False),
+    "dpm_solver": lambda: DPMSolver(7, order=3),
+    "dpm_solver_sde": lambda: DPMSolver(7, algorithm="sde-dpmsolver++", denoise_final=True),
+    "unipc": lambda: UniPC(7, order=3),
 }
 EXPECTED = {"heun": 14, "heun_t0": 13, "heun_final_zero": 13, "heun_churn": 14, "pc": 21}
 
@@ -77,7 +82,7 @@ def test_velocity_only_model_is_refused_with_advice(gaussian_score) -> None:
         p = base(u, t)
         return Prediction(p.u_t, p.t, p.raw, p.kernel, p.target, velocity_only=True)
 
-    for sampler in (DDIM(3), DEIS(3), GDDIM(3), PredictorCorrector(3)):
+    for sampler in (DDIM(3), DEIS(3), GDDIM(3), PredictorCorrector(3), DPMSolver(3), UniPC(3)):
         with pytest.raises(ValueError, match="velocity score"):
             sampler.sample(velocity_only, sde, (2, 2), dtype=torch.float64)
     # EM and Heun use only G G^T score: they run.
@@ -99,15 +104,25 @@ def test_invalid_options_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"DEIS\.order"):
         DEIS(order=4)
     with pytest.raises(ValueError, match="variant"):
-        DEIS(variant="logrho")
+        DEIS(variant="lambda")
     with pytest.raises(ValueError, match="GDDIM"):
         GDDIM(lam=0.5, order=2)
+    with pytest.raises(ValueError, match=r"DPMSolver\.order"):
+        DPMSolver(order=4)
+    with pytest.raises(ValueError, match=r"DPMSolver\.solver_type"):
+        DPMSolver(solver_type="bh2")
+    with pytest.raises(ValueError, match=r"DPMSolver\.algorithm"):
+        DPMSolver(algorithm="dpm-solver")
+    with pytest.raises(ValueError, match=r"UniPC\.order"):
+        UniPC(order=0)
+    with pytest.raises(ValueError, match=r"UniPC\.solver_type"):
+        UniPC(solver_type="midpoint")
     with pytest.raises(ValueError, match="t_min"):
         PredictorCorrector(3, t_min=0.0, grid="quadratic", corrector_first=False).plan(VPSDE())
 
 
 def test_registered() -> None:
-    names = {"euler_maruyama", "ddim", "heun", "deis", "gddim", "pc"}
+    names = {"euler_maruyama", "ddim", "heun", "deis", "gddim", "pc", "dpm_solver", "unipc"}
     assert names <= set(BUILTINS["sampler"])
 
 

@@ -21,7 +21,12 @@ def _cli(args):
 
 @pytest.mark.parametrize(
     "config",
-    ["digits/vp_unet.yaml", *(f"cifar10/{c}.yaml" for c in CIFAR)],
+    [
+        "digits/vp_unet.yaml",
+        "digits/v_unet.yaml",
+        "shapes/cfg_unet.yaml",
+        *(f"cifar10/{c}.yaml" for c in CIFAR),
+    ],
 )
 def test_config_prints_resolved(config, capsys):
     with pytest.raises(SystemExit) as info:

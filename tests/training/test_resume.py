@@ -164,6 +164,39 @@ def test_non_finite_loss_stops_with_step_batch_and_t_range_and_keeps_good_checkp
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values())
 
 
+class _TwoRanks:
+    """A strategy stand-in whose all_gather adds rank 1's row ``(flag, loss, t_min, t_max)``."""
+
+    def __init__(self, rank1_row: list[float]) -> None:
+        self.rank1_row = torch.tensor(rank1_row, dtype=torch.float64)
+
+    def all_gather(self, row: torch.Tensor) -> torch.Tensor:
+        return torch.stack([row, self.rank1_row])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_loss_on_rank_1_is_reported_by_rank_0_with_rank_1s_value(make_module, bad):
+    from types import SimpleNamespace
+
+    from diffkit.module import first_non_finite
+
+    module = make_module()
+    module._trainer = SimpleNamespace(
+        world_size=2, global_rank=0, global_step=11, strategy=_TwoRanks([1.0, bad, 0.25, 0.75])
+    )
+    finite = torch.tensor(0.5)  # rank 0's own loss
+    with pytest.raises(FloatingPointError) as info:
+        module._raise_if_not_finite(finite, torch.tensor([0.1, 0.9], dtype=torch.float64), 3)
+    msg = str(info.value)
+    assert f"non-finite training loss ({bad}) on rank 1 at global step 11" in msg, msg
+    assert "t in [0.25, 0.75]" in msg and "raised on rank 0" in msg and "0.5" not in msg
+    # every loss finite: nothing raised, nothing found
+    module._trainer.strategy = _TwoRanks([0.0, 0.7, 0.1, 0.2])
+    module._raise_if_not_finite(finite, torch.tensor([0.1, 0.9], dtype=torch.float64), 3)
+    rows = torch.tensor([[0.0, 0.5, 0.1, 0.9], [1.0, bad, 0.2, 0.3], [1.0, bad, 0.4, 0.5]])
+    assert first_non_finite(rows)[0] == 1 and first_non_finite(rows[:1]) is None
+
+
 class StepRecorder(Callback):
     def __init__(self) -> None:
         self.params = []
