@@ -96,7 +96,6 @@ def test_gas_preprocessing_removes_correlated_sensors() -> None:
 
 
 def test_gas_datamodule_reads_the_pickle(tmp_path) -> None:
-    pytest.importorskip("pandas")
     write_gas(tmp_path, n=1000)
     dm = GasDataModule(root=str(tmp_path))
     dm.setup()
