@@ -156,6 +156,8 @@ class DiffusionModule(L.LightningModule):
             raise TypeError(
                 f"DiffusionModule.denoiser must build an nn.Module, got {type(self.net).__name__}"
             )
+        # Denoisers with their own non-gradient optimiser (tensor train: ALS, Riemannian SGD).
+        self.automatic_optimization = not getattr(self.net, "manual_optimization", False)
         self.model = Parameterization(
             sde,
             self.net,
@@ -214,9 +216,19 @@ class DiffusionModule(L.LightningModule):
         return self.loss(self.model, self.sde, batch["x"], cond, generator=generator)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One step; noise, times and label dropout from (seed, rank, global step) generators."""
+        """One step; noise, times and label dropout from (seed, rank, global step) generators.
+
+        A denoiser with ``manual_optimization = True`` (the tensor train under ALS or
+        Riemannian SGD) is trained by its own optimiser (:meth:`configure_optimizers`), whose
+        ``step(closure)`` takes the step's loss as a quadratic in the denoiser outputs
+        (:func:`diffkit.denoisers.tt_pool.output_quadratic`).
+        """
         step = self.global_step
-        out = self._loss(batch, self._generator(step, stream=0), self._cond(batch, step))
+        generator, cond = self._generator(step, stream=0), self._cond(batch, step)
+        if not self.automatic_optimization:
+            out = self._manual_step(batch, generator, cond)
+        else:
+            out = self._loss(batch, generator, cond)
         loss = out.loss.mean()
         self._raise_if_not_finite(loss, out.t, batch_idx)
         bs = out.loss.shape[0]
@@ -225,6 +237,7 @@ class DiffusionModule(L.LightningModule):
         if (
             self._trainer is not None
             and self.trainer.optimizers
+            and "lr" in self.trainer.optimizers[0].param_groups[0]  # not ALS
             and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
         ):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -232,6 +245,29 @@ class DiffusionModule(L.LightningModule):
         for key, value in out.logs.items():
             self.log(f"train/{key}", value.float().mean(), on_step=False, on_epoch=True)
         return loss
+
+    def _manual_step(
+        self, batch: dict[str, Tensor], generator: torch.Generator, cond: Tensor | None
+    ) -> LossOutput:
+        from diffkit.denoisers.tt_pool import output_quadratic
+
+        optimizer = self.optimizers()
+        hessian = bool(getattr(optimizer.optimizer, "needs_hessian", False))
+
+        def closure():
+            return output_quadratic(
+                self.net,
+                self.model,
+                self.loss,
+                self.sde,
+                batch["x"],
+                cond,
+                generator,
+                hessian=hessian,
+            )
+
+        pool = optimizer.step(closure=closure)
+        return LossOutput(loss=pool.per_sample, t=pool.t, logs=pool.logs)
 
     def _log_binned(self, out: LossOutput) -> None:
         """Accumulate per-sample losses in ``LOSS_TIME_BINS`` bins of t (no host sync); the
@@ -411,6 +447,8 @@ class DiffusionModule(L.LightningModule):
         self._factories = SharedRef((self._factories.value[0], factory))
 
     def configure_optimizers(self) -> Any:
+        if not self.automatic_optimization:  # the denoiser's own optimiser (no scheduler)
+            return self.net.make_optimizer()
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer

@@ -38,6 +38,7 @@ from diffkit.samplers.base import Sampler
 from diffkit.samplers.ddim import DDIM
 from diffkit.samplers.deis import DEIS
 from diffkit.samplers.heun import Heun
+from diffkit.samplers.unipc import UniPC
 from diffkit.sdes.vp import VPSDE
 
 T_MIN = 1e-3
@@ -49,6 +50,18 @@ SAMPLERS: dict[str, tuple[Callable[[int, object], Sampler], int]] = {
     "deis_rhoab2": (lambda n, g: DEIS(n, grid=g, t_min=T_MIN, order=2, variant="rhoab"), 1),
     "deis_rhoab3": (lambda n, g: DEIS(n, grid=g, t_min=T_MIN, order=3, variant="rhoab"), 1),
     "heun": (lambda n, g: Heun(n, grid=g, t_min=T_MIN), 2),
+    "deis_logrho3": (lambda n, g: DEIS(n, grid=g, t_min=T_MIN, order=3, variant="logrho"), 1),
+    # n - 1 steps and a final Tweedie step: n model evaluations in all
+    "deis_logrho3_den": (
+        lambda n, g: DEIS(
+            n - 1, grid=g, t_min=T_MIN, order=3, variant="logrho", denoise_final=True
+        ),
+        1,
+    ),
+    "unipc3_bh1_eps": (
+        lambda n, g: UniPC(n, grid=g, t_min=T_MIN, order=3, solver_type="bh1", predict_x0=False),
+        1,
+    ),
 }
 FIXED_GRIDS = ("quadratic", "log_snr", "karras")
 
@@ -259,20 +272,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--iterations", type=int, default=200, help="L-BFGS iterations")
     parser.add_argument(
+        "--samplers", nargs="+", choices=list(SAMPLERS), help="table rows (default: all)"
+    )
+    parser.add_argument("--skip-transfer", action="store_true", help="no transfer section")
+    parser.add_argument(
         "--skip-gaussian", action="store_true", help="only the trained models (with --trained)"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     quick = args.quick
-    names = ["ddim", "deis_tab2"] if quick else list(SAMPLERS)
+    names = ["ddim", "deis_tab2"] if quick else args.samplers or list(SAMPLERS)
     nfes = [10] if quick else [5, 10, 20]
     iterations = 10 if quick else args.iterations
     rows, moved = [], []
     if not args.skip_gaussian:
         rows, _ = table(nfes, names, iterations)
         moved_names = names if quick else ["deis_tab3", "deis_rhoab3", "ddim"]
-        moved = transfer(nfes, moved_names, iterations)
+        moved = [] if args.skip_transfer else transfer(nfes, moved_names, iterations)
     extra_md = ["### Transfer between spectra (W2; grid optimised on the other spectrum)", ""]
     extra_md += [
         markdown_table(

@@ -1,5 +1,10 @@
-"""Short-name alias classes, one module per kind (``diffkit.aliases.sdes``, ...).
+"""Short-name alias classes, one module per kind: ``diffkit.aliases.sdes.vp``, ...
 
-Never give this package a ``__getattr__``: jsonargparse probes parent packages when it shortens
-import paths, and only the kind modules serve names.
+Saved configs record these paths. Importing this package creates the kind modules (see
+:func:`diffkit.registry.install_alias_modules`); this package itself has no ``__getattr__``,
+because jsonargparse probes parent packages when it shortens import paths.
 """
+
+from diffkit.registry import install_alias_modules
+
+install_alias_modules()

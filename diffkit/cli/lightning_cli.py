@@ -45,12 +45,11 @@ def installed_plugins() -> dict[str, tuple[str, set[str]]]:
 
     Reads entry-point metadata only (through the registry's cached scan); imports no plugin.
     """
-    from diffkit.registry.entry_points import scan
-    from diffkit.registry.kinds import KINDS
+    from diffkit.registry import REGISTRIES, scan
 
     found: dict[str, tuple[str, set[str]]] = {}
-    for spec in KINDS:
-        for entry in scan(spec.group):
+    for registry in REGISTRIES.values():
+        for entry in scan(registry.group):
             package = entry.target.split(":")[0].split(".")[0]
             found.setdefault(entry.dist, (entry.version, set()))[1].add(package)
     return found

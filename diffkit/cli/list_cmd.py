@@ -53,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_kinds(kind: str | None) -> list[str]:
-    from diffkit.registry import REGISTRIES
-    from diffkit.registry.errors import did_you_mean, suggest
+    from diffkit.registry import REGISTRIES, did_you_mean, suggest
 
     if kind is None:
         return list(REGISTRIES)
@@ -72,7 +71,7 @@ def _resolve_kinds(kind: str | None) -> list[str]:
 
 def _describe(target: str) -> dict[str, Any]:
     """Summary line and signature of an (already imported) target."""
-    from diffkit.registry.targets import import_target
+    from diffkit.registry import import_target
 
     try:
         obj = import_target(target)

@@ -48,8 +48,7 @@ def _key_path(lines: list[str], index: int) -> str:
 
 
 def _kind_for(key: str, context: str, name: str) -> str | None:
-    from diffkit.registry import REGISTRIES
-    from diffkit.registry.errors import suggest
+    from diffkit.registry import REGISTRIES, suggest
 
     for part in reversed([p for p in key.split(".") if p not in ("init_args", "class_path")]):
         part = re.sub(r"\[?\d+\]?$", "", part)
@@ -67,8 +66,7 @@ def _kind_for(key: str, context: str, name: str) -> str | None:
 
 
 def _explain(kind: str | None, name: str) -> str:
-    from diffkit.registry import REGISTRIES
-    from diffkit.registry.errors import RegistryError
+    from diffkit.registry import REGISTRIES, RegistryError
 
     if kind is None:
         return (

@@ -37,8 +37,12 @@ Design choices (justified):
   (linear, cosine) and cld (``t``), about ``[-1.2, 1.0]`` for ve (``ln(sigma) / 4``),
   ``[-1, 999]`` for vp's ddpm schedule.
 
-Cores are ``nn.Parameter`` s trained with Adam; :meth:`TensorTrain.tt_cores` exports them as a
-``tensorly`` TT (``tl.tt_to_tensor`` gives the dense coefficient tensor on tiny cases).
+Cores are ``nn.Parameter`` s trained with Adam (autograd through the chain), by alternating least
+squares (:mod:`diffkit.denoisers.tt_als`) or by Riemannian SGD on the fixed-rank manifold
+(:mod:`diffkit.denoisers.tt_riemannian`), chosen by ``optimizer``; :meth:`TensorTrain.tt_cores`
+exports them as a ``tensorly`` TT (``tl.tt_to_tensor`` gives the dense coefficient tensor on tiny
+cases). tensorly 0.10 has TT-SVD of dense tensors but no TT orthogonalisation, rounding or
+tangent-space projection; :mod:`diffkit.denoisers.tt_manifold` provides them.
 """
 
 from __future__ import annotations
@@ -80,6 +84,21 @@ class TensorTrain(Denoiser):
         outputs: ``shared`` (vector-valued last core) or ``separate`` (one TT per output).
         init_std: scale of the initial noise on the cores.
         seed: seed of the initialisation generator.
+        optimizer: ``adam`` (the module's optimizer on the cores, autograd), ``als``
+            (:class:`~diffkit.denoisers.tt_als.AlternatingLeastSquares`) or ``riemannian``
+            (:class:`~diffkit.denoisers.tt_riemannian.RiemannianSGD`). The last two need
+            ``outputs="shared"``, keep the cores in float64, cap each inner rank at what the mode
+            sizes allow (``r_k <= min(prod m_{<=k}, D_y prod m_{>k})``, so the ranks are
+            the manifold's) and make the module train manually (its ``optimizer`` and
+            ``lr_scheduler`` are then unused).
+        ridge: ``lambda`` of the ridge term ``lambda / 2 ||A||_F^2`` on the whole coefficient
+            tensor (``als``, ``riemannian``).
+        als_proximal: weight of the proximal term ``mu / 2 ||A - A_prev||_F^2`` of each ALS core
+            solve, relative to the mean diagonal of the core's Gram matrix (damps the jump
+            between successive pools; 0 is plain ALS).
+        riemannian_lr: step size of Riemannian SGD.
+        riemannian_momentum: heavy-ball momentum of Riemannian SGD (the previous direction is
+            transported by projection onto the new tangent space).
     """
 
     def __init__(
@@ -97,6 +116,11 @@ class TensorTrain(Denoiser):
         outputs: Literal["shared", "separate"] = "shared",
         init_std: float = 1e-2,
         seed: int = 0,
+        optimizer: Literal["adam", "als", "riemannian"] = "adam",
+        ridge: float = 1e-6,
+        als_proximal: float = 0.0,
+        riemannian_lr: float = 0.5,
+        riemannian_momentum: float = 0.5,
     ) -> None:
         super().__init__(spec)
         if rank < 1 or num_basis < 1 or time_basis < 1:
@@ -110,6 +134,21 @@ class TensorTrain(Denoiser):
             raise ValueError(f"TensorTrain.time must be 'mode' or 'embedding', got {time!r}")
         if outputs not in ("shared", "separate"):
             raise ValueError(f"TensorTrain.outputs must be 'shared' or 'separate', got {outputs!r}")
+        if optimizer not in ("adam", "als", "riemannian"):
+            raise ValueError(
+                f"TensorTrain.optimizer must be 'adam', 'als' or 'riemannian', got {optimizer!r}"
+            )
+        if optimizer != "adam" and outputs != "shared":
+            raise ValueError(
+                f"TensorTrain.optimizer={optimizer!r} trains the shared-output TT; "
+                "set outputs='shared' (or optimizer='adam')"
+            )
+        if ridge < 0 or als_proximal < 0 or riemannian_lr <= 0 or not 0 <= riemannian_momentum < 1:
+            raise ValueError(
+                "TensorTrain needs ridge >= 0, als_proximal >= 0, riemannian_lr > 0 and "
+                f"0 <= riemannian_momentum < 1; got {ridge}, {als_proximal}, {riemannian_lr}, "
+                f"{riemannian_momentum}"
+            )
         if not time_domain[1] > time_domain[0]:
             raise ValueError(f"TensorTrain.time_domain needs hi > lo, got {time_domain}")
         self.d_in = math.prod(spec.state_shape)
@@ -140,7 +179,18 @@ class TensorTrain(Denoiser):
         if n < 2:
             raise ValueError("TensorTrain needs at least two modes (state plus time or class)")
         ranks = [1] + [rank] * (n - 1) + ([self.d_out] if outputs == "shared" else [1])
+        if optimizer != "adam":  # full ranks: the fixed-rank manifold, QR-orthogonalisable
+            for i in range(1, n):
+                cap = min(math.prod(sizes[:i]), math.prod(sizes[i:]) * self.d_out)
+                ranks[i] = min(ranks[i], cap)
         self.ranks = tuple(ranks)
+        self.optimizer_kind = optimizer
+        self.ridge, self.als_proximal = float(ridge), float(als_proximal)
+        self.riemannian_lr = float(riemannian_lr)
+        self.riemannian_momentum = float(riemannian_momentum)
+        #: the module trains manually with :meth:`make_optimizer` when True.
+        self.manual_optimization = optimizer != "adam"
+        param_dtype = torch.float32 if optimizer == "adam" else torch.float64
         gen = torch.Generator().manual_seed(seed)
         cores = []
         for i, m in enumerate(sizes):
@@ -148,7 +198,7 @@ class TensorTrain(Denoiser):
             lead = () if outputs == "shared" else (self.d_out,)
             noise = torch.randn(*lead, r0, m, r1, generator=gen, dtype=torch.float64) * init_std
             core = noise if i == n - 1 else noise + self._constant_block(i, m, r0, r1, lead)
-            cores.append(nn.Parameter(core.to(torch.float32)))
+            cores.append(nn.Parameter(core.to(param_dtype)))
         self.cores = nn.ParameterList(cores)
 
     def _constant_block(self, i: int, m: int, r0: int, r1: int, lead: tuple[int, ...]) -> Tensor:
@@ -163,10 +213,12 @@ class TensorTrain(Denoiser):
         return block.expand(*lead, r0, m, r1).clone()
 
     # ------------------------------------------------------------------ features
-    def features(self, u: Tensor, c_noise: Tensor, cond: Tensor | None) -> list[Tensor]:
-        """Per-mode feature matrices ``(B, m_i)``, in the cores' dtype."""
+    def features(
+        self, u: Tensor, c_noise: Tensor, cond: Tensor | None, dtype: torch.dtype | None = None
+    ) -> list[Tensor]:
+        """Per-mode feature matrices ``(B, m_i)``, in ``dtype`` (default: the cores')."""
         b = u.shape[0]
-        dtype = self.cores[0].dtype
+        dtype = self.cores[0].dtype if dtype is None else dtype
         x = u.reshape(b, -1).to(dtype)
         feats: list[Tensor] = []
         if self.num_classes is not None:
@@ -195,8 +247,9 @@ class TensorTrain(Denoiser):
                 return tenalg.mode_dot(core, phi, 1).permute(1, 0, 2)  # (B, r0, r1)
             return tenalg.mode_dot(core, phi, 2).permute(2, 0, 1, 3)  # (B, D_y, r0, r1)
 
-        w = chain_factor(self.cores[0], feats[0])
-        for core, phi in zip(self.cores[1:], feats[1:], strict=True):
+        cores = list(self.cores)  # not a slice: a sliced ParameterList re-wraps its entries
+        w = chain_factor(cores[0], feats[0])
+        for core, phi in zip(cores[1:], feats[1:], strict=True):
             w = w @ chain_factor(core, phi)
         return w.reshape(w.shape[0], -1)
 
@@ -229,3 +282,19 @@ class TensorTrain(Denoiser):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ ALS / RO training
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of ``optimizer='als' | 'riemannian'`` over the cores (see
+        :mod:`diffkit.denoisers.tt_als`, :mod:`diffkit.denoisers.tt_riemannian`)."""
+        if self.optimizer_kind == "als":
+            from diffkit.denoisers.tt_als import AlternatingLeastSquares
+
+            return AlternatingLeastSquares(self, ridge=self.ridge, proximal=self.als_proximal)
+        if self.optimizer_kind == "riemannian":
+            from diffkit.denoisers.tt_riemannian import RiemannianSGD
+
+            return RiemannianSGD(
+                self, lr=self.riemannian_lr, momentum=self.riemannian_momentum, ridge=self.ridge
+            )
+        raise ValueError("TensorTrain.make_optimizer: optimizer='adam' uses the module's optimizer")

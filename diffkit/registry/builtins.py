@@ -54,6 +54,12 @@ BUILTINS: dict[str, dict[str, str]] = {
         "fashion_mnist": "diffkit.data.images:FashionMNISTDataModule",
         "cifar10": "diffkit.data.images:CIFAR10DataModule",
         "image_folder": "diffkit.data.images:ImageFolderDataModule",
+        "gaussian": "diffkit.data.gaussian:GaussianDataModule",
+        "swiss_roll_3d": "diffkit.data.sklearn_vectors:SwissRoll3DDataModule",
+        "digits64": "diffkit.data.sklearn_vectors:Digits64DataModule",
+        "power": "diffkit.data.uci:PowerDataModule",
+        "gas": "diffkit.data.uci:GasDataModule",
+        "hepmass": "diffkit.data.uci:HepmassDataModule",
     },
     "callback": {
         "scatter": "diffkit.callbacks.scatter:ScatterPlot",

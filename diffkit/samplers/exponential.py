@@ -122,7 +122,7 @@ def exponential_coefficients(
     """
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
-    if variant == "logrho" and float(times.min()) <= 0:
+    if variant == "logrho" and float(times.detach().min()) <= 0:
         raise ValueError(
             "the 'logrho' variant needs t_min > 0 (log rho is -inf at t = 0); set t_min, e.g. "
             "the SDE's default"

@@ -64,3 +64,50 @@ def test_stepwise_propagation_matches_batched_noise_rows(bench, exact_variance) 
     start_var = torch.full((3,), 0.7, dtype=torch.float64)
     out_var, _ = exact_variance(EulerMaruyama(steps), model, sde, start_var, steps)
     torch.testing.assert_close(cov[:, 0, 0], out_var, rtol=1e-12, atol=1e-14)
+
+
+def test_noise_row_propagation_of_multistep_sde_solver_equals_direct_runs(bench) -> None:
+    """SDE-DPM-Solver++ 2M reuses earlier model outputs, so its noise cannot be propagated step
+    by step; the noise-row propagation's responses reproduce direct runs on random starts and
+    random noise, and on a one-step stochastic sampler it equals the step-wise propagation."""
+    from diffkit.samplers.dpm_solver import DPMSolver
+
+    sde = VPSDE()
+    lam = torch.tensor([0.02, 0.4, 1.5, 3.0], dtype=torch.float64)
+    modes = Modes(sde, (4,))
+    model = GaussianScore(sde, data_cov(sde, lam))
+    steps = 5
+    sampler = DPMSolver(steps, order=2, algorithm="sde-dpmsolver++")
+    start = torch.full((4, 1, 1), 0.8, dtype=torch.float64)
+    cov, nfe = bench.propagate_noise_rows(sampler, sde, model, start, modes)
+    assert nfe == steps
+
+    # A direct run on random starts and random noise equals the responses to unit inputs
+    # (one run per input) combined with the same draws: the loop is linear in both.
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    z = torch.randn(steps + 1, 3, 4, generator=gen, dtype=torch.float64)
+    draws = iter(z)
+    sampler.noise_source = lambda u: next(draws)
+    out = sampler.sample(model, sde, (3, 4), u_T=g.clone(), dtype=torch.float64).u
+    sampler.noise_source = None
+    # responses: unit start and unit noise per draw (one eigendirection per column)
+    resp = []
+    for j in range(steps + 2):
+        u0 = torch.ones(1, 4, dtype=torch.float64) if j == 0 else torch.zeros(1, 4)
+        seq = iter(
+            [torch.ones(1, 4, dtype=torch.float64) if i + 1 == j else torch.zeros(1, 4)]
+            for i in range(steps + 1)
+        )
+        sampler.noise_source = lambda u, s=seq: next(s)[0].to(torch.float64)
+        resp.append(sampler.sample(model, sde, (1, 4), u_T=u0.double(), dtype=torch.float64).u[0])
+        sampler.noise_source = None
+    resp = torch.stack(resp)  # (1 + draws, modes)
+    expected = g * resp[0] + torch.einsum("jbn,jn->bn", z, resp[1:])
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    var = 0.8 * resp[0] ** 2 + (resp[1:] ** 2).sum(0)
+    torch.testing.assert_close(cov[:, 0, 0], var, rtol=1e-12, atol=1e-14)
+
+    em_rows, _ = bench.propagate_noise_rows(EulerMaruyama(steps), sde, model, start, modes)
+    em_steps, _ = propagate(EulerMaruyama(steps), sde, model, start, modes)
+    torch.testing.assert_close(em_rows, em_steps, rtol=1e-12, atol=1e-14)
