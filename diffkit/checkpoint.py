@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffkit.errors import UserError
+
 __all__ = [
     "DIGEST_KEY",
     "CheckpointError",
@@ -70,7 +72,7 @@ _NOT_DIGESTED = (DIGEST_KEY, "hyper_parameters", "datamodule_hyper_parameters")
 _FIT_HINT = "a checkpoint written by 'diffkit fit' (RUN/checkpoints/last.ckpt)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a usable diffkit checkpoint (the message names the file and why)."""
 
 
