@@ -1088,14 +1088,36 @@ def family(name: str) -> str:
     return label
 
 
-def family_markdown(rows: list[dict], data: str, sde: str, nfes: list[int]) -> str:
-    """Best W2 per sampler family and NFE (over its members' orders / variants and the fixed
-    grids), with the member and grid of each best; then the best fixed and optimised grids."""
-    mine = [
+def _panel_rows(rows: list[dict], data: str, sde: str) -> list[dict]:
+    """The finite NFE-budget rows of one panel (data set and SDE)."""
+    return [
         r
         for r in rows
         if (r["data"], r["sde"]) == (data, sde) and "nfe_budget" in r and math.isfinite(r["w2"])
     ]
+
+
+def _best_grid_rows(mine: list[dict], nfes: list[int], cell: Callable[[dict], str]) -> list[str]:
+    """The table rows of the best fixed and the best optimised grid per NFE (a row only where
+    some NFE has one); ``cell(best)`` says which run each best is."""
+    out = []
+    for label, keep in (
+        ("**best, fixed grid**", lambda r: r["grid"] != "optimized"),
+        ("**best, optimised grid**", lambda r: r["grid"] == "optimized"),
+    ):
+        cells = []
+        for n in nfes:
+            b = _best(mine, n, keep)
+            cells.append(f"**{b['w2']:.3g}** ({cell(b)})" if b else "-")
+        if any(c != "-" for c in cells):
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def family_markdown(rows: list[dict], data: str, sde: str, nfes: list[int]) -> str:
+    """Best W2 per sampler family and NFE (over its members' orders / variants and the fixed
+    grids), with the member and grid of each best; then the best fixed and optimised grids."""
+    mine = _panel_rows(rows, data, sde)
     if not mine:
         return ""
     out = ["| family | " + " | ".join(f"NFE {n}" for n in nfes) + " |"]
@@ -1111,16 +1133,7 @@ def family_markdown(rows: list[dict], data: str, sde: str, nfes: list[int]) -> s
             )
             cells.append(f"{b['w2']:.3g} ({b['sampler']}, {b['grid']})" if b else "-")
         out.append(f"| {fam} | " + " | ".join(cells) + " |")
-    for label, keep in (
-        ("**best, fixed grid**", lambda r: r["grid"] != "optimized"),
-        ("**best, optimised grid**", lambda r: r["grid"] == "optimized"),
-    ):
-        cells = []
-        for n in nfes:
-            b = _best(mine, n, keep)
-            cells.append(f"**{b['w2']:.3g}** ({b['sampler']})" if b else "-")
-        if any(c != "-" for c in cells):
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += _best_grid_rows(mine, nfes, lambda b: b["sampler"])
     return "\n".join(out) + "\n"
 
 
@@ -1128,11 +1141,7 @@ def summary_markdown(rows: list[dict]) -> str:
     """Per panel: each sampler's best grid per NFE budget, and the best fixed / optimised grid."""
     out = []
     for data, sde in SUMMARY:
-        mine = [
-            r
-            for r in rows
-            if (r["data"], r["sde"]) == (data, sde) and "nfe_budget" in r and math.isfinite(r["w2"])
-        ]
+        mine = _panel_rows(rows, data, sde)
         if not mine:
             continue
         out += [f"### {data} / {sde}: best grid per sampler (W2, grid; start: the prior)", ""]
@@ -1144,16 +1153,7 @@ def summary_markdown(rows: list[dict]) -> str:
                 b = _best(mine, n, lambda r, m=name: r["sampler"] == m)
                 cells.append(f"{b['w2']:.3g} ({b['grid']})" if b else "-")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
-        for label, keep in (
-            ("**best, fixed grid**", lambda r: r["grid"] != "optimized"),
-            ("**best, optimised grid**", lambda r: r["grid"] == "optimized"),
-        ):
-            cells = []
-            for n in SUMMARY_NFES:
-                b = _best(mine, n, keep)
-                cells.append(f"**{b['w2']:.3g}** ({b['sampler']}, {b['grid']})" if b else "-")
-            if any(c != "-" for c in cells):
-                out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out += _best_grid_rows(mine, SUMMARY_NFES, lambda b: f"{b['sampler']}, {b['grid']}")
         out.append("")
     return "\n".join(out)
 

@@ -29,20 +29,17 @@ step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from diffkit.samplers.base import CountingModel, Sampler
-from diffkit.samplers.factors import has_factor, noise_factor
 from diffkit.samplers.log_snr import (
+    LogSNRMultistep,
     LogSNRSteps,
     MultistepPlan,
     data_rows,
     log_snr_steps,
-    run_multistep,
     stack_steps,
     weighted,
 )
@@ -126,7 +123,7 @@ def _step_weights(st: LogSNRSteps, i: int, order: int, solver_type: SolverType) 
     ]
 
 
-class DPMSolver(Sampler):
+class DPMSolver(LogSNRMultistep):
     """DPM-Solver++ multistep (data prediction) of ``order`` 1-3; 1 NFE per step.
 
     Args:
@@ -144,6 +141,8 @@ class DPMSolver(Sampler):
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.
     """
+
+    run_name = "dpm_solver"
 
     def __init__(
         self,
@@ -183,8 +182,7 @@ class DPMSolver(Sampler):
                 f"DPMSolver.algorithm='sde-dpmsolver++' is implemented for 1x1-block SDEs only, "
                 f"not {type(sde).__name__}; use algorithm='dpmsolver++', or 'gddim' with lam > 0"
             )
-        if not has_factor(sde, "R"):
-            noise_factor(sde, torch.ones(1, dtype=torch.float64), "R")  # raises with advice
+        super().check_sde(sde)
 
     def build_plan(self, sde: LinearSDE, times: Tensor) -> MultistepPlan:
         return dpm_solver_plan(
@@ -196,18 +194,3 @@ class DPMSolver(Sampler):
             self.lower_order_final,
             self.quadrature_nodes,
         )
-
-    def run(
-        self,
-        model: CountingModel,
-        sde: LinearSDE,
-        u: Tensor,
-        plan: MultistepPlan,
-        *,
-        generator: torch.Generator | None,
-        on_step: Callable[[int, Tensor], None],
-    ) -> Tensor:
-        def draw(x: Tensor) -> Tensor:
-            return self.noise(x, generator)
-
-        return run_multistep(model, u, plan, name="dpm_solver", draw=draw, on_step=on_step)

@@ -29,10 +29,11 @@ sigma_s / sigma_t``, moments ``a_s q_k(2h)`` and noise ``sigma_s sqrt(1 - e^{-2h
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -41,15 +42,17 @@ from torch import Tensor
 from diffkit.samplers.base import (
     CountingModel,
     Plan,
+    Sampler,
     require_full_score,
 )
-from diffkit.samplers.factors import noise_factor
+from diffkit.samplers.factors import has_factor, noise_factor
 from diffkit.sdes.base import LinearSDE
 from diffkit.sdes.operators import Basis, LinearOp
 
 Target = Literal["x0", "eps"]
 
 __all__ = [
+    "LogSNRMultistep",
     "LogSNRSteps",
     "MultistepPlan",
     "data_rows",
@@ -328,3 +331,32 @@ def run_multistep(
         u = out
         on_step(i, u)
     return u
+
+
+class LogSNRMultistep(Sampler):
+    """Base of the samplers that build a :class:`MultistepPlan` (DPM-Solver, UniPC): they need
+    gDDIM's noise factor ``R`` and run :func:`run_multistep` under the name ``run_name``."""
+
+    run_name: ClassVar[str]
+
+    def check_sde(self, sde: LinearSDE) -> None:
+        if not has_factor(sde, "R"):
+            noise_factor(sde, torch.ones(1, dtype=torch.float64), "R")  # raises with advice
+
+    @abc.abstractmethod
+    def build_plan(self, sde: LinearSDE, times: Tensor) -> MultistepPlan: ...
+
+    def run(
+        self,
+        model: CountingModel,
+        sde: LinearSDE,
+        u: Tensor,
+        plan: MultistepPlan,
+        *,
+        generator: torch.Generator | None,
+        on_step: Callable[[int, Tensor], None],
+    ) -> Tensor:
+        def draw(x: Tensor) -> Tensor:  # called only by plans with noise (SDE variants)
+            return self.noise(x, generator)
+
+        return run_multistep(model, u, plan, name=self.run_name, draw=draw, on_step=on_step)

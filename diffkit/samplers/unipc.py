@@ -18,22 +18,19 @@ corrected. ``lower_order_final`` lowers the order to the steps left (diffusers' 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from diffkit.samplers.base import CountingModel, Sampler
-from diffkit.samplers.factors import has_factor, noise_factor
 from diffkit.samplers.log_snr import (
+    LogSNRMultistep,
     LogSNRSteps,
     MultistepPlan,
     data_rows,
     log_snr_steps,
     phi,
     phi_noise,
-    run_multistep,
     stack_steps,
     weighted,
 )
@@ -165,7 +162,7 @@ def _sum(ops: list[LinearOp]) -> LinearOp:
     return out
 
 
-class UniPC(Sampler):
+class UniPC(LogSNRMultistep):
     """UniPC (UniP-p predictor with the UniC corrector) of ``order`` 1-3; 1 NFE per step.
 
     Args:
@@ -183,6 +180,8 @@ class UniPC(Sampler):
         denoise_final: end with a Tweedie denoising step at ``t_min`` (+1 NFE).
         progress: show a progress bar.
     """
+
+    run_name = "unipc"
 
     def __init__(
         self,
@@ -210,10 +209,6 @@ class UniPC(Sampler):
         self.lower_order_final, self.quadrature_nodes = bool(lower_order_final), quadrature_nodes
         self.predict_x0 = bool(predict_x0)
 
-    def check_sde(self, sde: LinearSDE) -> None:
-        if not has_factor(sde, "R"):
-            noise_factor(sde, torch.ones(1, dtype=torch.float64), "R")  # raises with advice
-
     def build_plan(self, sde: LinearSDE, times: Tensor) -> MultistepPlan:
         return unipc_plan(
             sde,
@@ -225,18 +220,3 @@ class UniPC(Sampler):
             self.predict_x0,
             self.quadrature_nodes,
         )
-
-    def run(
-        self,
-        model: CountingModel,
-        sde: LinearSDE,
-        u: Tensor,
-        plan: MultistepPlan,
-        *,
-        generator: torch.Generator | None,
-        on_step: Callable[[int, Tensor], None],
-    ) -> Tensor:
-        def draw(x: Tensor) -> Tensor:  # unused: UniPC is deterministic
-            return self.noise(x, generator)
-
-        return run_multistep(model, u, plan, name="unipc", draw=draw, on_step=on_step)
