@@ -176,6 +176,20 @@ def draw(
     return torch.cat(out), nfe, time.perf_counter() - start
 
 
+def _draw_for(module: Any, init: Any) -> tuple[torch.Tensor, int, float]:
+    """:func:`draw` with the sampling arguments of ``init``, after :func:`_check_sampling_size`."""
+    _check_sampling_size(module, init)
+    return draw(
+        module,
+        init.num_samples,
+        sampler=init.sampler,
+        seed=init.seed,
+        batch_size=init.batch_size,
+        guidance_scale=init.guidance_scale,
+        class_label=init.class_label,
+    )
+
+
 def save_picture(x: torch.Tensor, path: Path, nrow: int | None = None) -> Path | None:
     """An image grid (``(N, C, H, W)``, C in 1, 3, values in [-1, 1]) or a 2-D scatter PNG."""
     if x.dim() == 4 and x.shape[1] in (1, 3):
@@ -255,16 +269,7 @@ def _sample(argv: list[str]) -> int:
     check_output_file(_stem(init.output).with_suffix(".pt"), "--output")
     check_output_file(_stem(init.output).with_suffix(".png"), "--output")
     module = load_module(init.checkpoint, init.device, init.sampler)
-    _check_sampling_size(module, init)
-    x, nfe, seconds = draw(
-        module,
-        init.num_samples,
-        sampler=init.sampler,
-        seed=init.seed,
-        batch_size=init.batch_size,
-        guidance_scale=init.guidance_scale,
-        class_label=init.class_label,
-    )
+    x, nfe, seconds = _draw_for(module, init)
     stem = _stem(init.output)
     stem.parent.mkdir(parents=True, exist_ok=True)
     sampler = init.sampler or module.sampler
@@ -431,16 +436,7 @@ def _evaluate(argv: list[str]) -> int:
     module = load_module(init.source, init.device, init.sampler) if is_checkpoint else None
     nfe, seconds = None, None
     if module is not None:
-        _check_sampling_size(module, init)
-        x, nfe, seconds = draw(
-            module,
-            init.num_samples,
-            sampler=init.sampler,
-            seed=init.seed,
-            batch_size=init.batch_size,
-            guidance_scale=init.guidance_scale,
-            class_label=init.class_label,
-        )
+        x, nfe, seconds = _draw_for(module, init)
     else:
         from diffkit.checkpoint import check_torch_file
 

@@ -56,19 +56,10 @@ class GaussianDataModule(TensorSplitsDataModule):
         chol, info = torch.linalg.cholesky_ex(c)
         if int(info) != 0:
             raise ValueError("gaussian: cov must be positive definite (its Cholesky failed)")
-        for field, value in (
-            ("num_train", num_train),
-            ("num_val", num_val),
-            ("batch_size", batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"gaussian: {field} must be >= 1, got {value}")
+        self._set_sizes("gaussian", num_train, num_val, num_test, batch_size, seed)
         self.mean, self.cov, self.chol = mu, c, chol
-        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
-        self.batch_size, self.seed = int(batch_size), int(seed)
         self.data_shape = (d,)
         self.num_classes = None
-        self._splits: dict[str, TensorDictDataset] = {}
 
     def _generator(self, split: str) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1000 + 800 + _SPLITS[split])
@@ -95,7 +86,3 @@ class GaussianDataModule(TensorSplitsDataModule):
             n = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
             self._splits[name] = TensorDictDataset(self.draw(n, self._generator(name)).float())
         return self._splits[name]
-
-    def setup(self, stage: str | None = None) -> None:
-        for name in ("train", "val", "test"):
-            self.split(name)

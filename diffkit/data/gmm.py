@@ -72,6 +72,26 @@ class TensorSplitsDataModule(DiffusionDataModule):
     def split(self, name: Literal["train", "val", "test"]) -> TensorDictDataset:
         raise NotImplementedError
 
+    def setup(self, stage: str | None = None) -> None:
+        for name in ("train", "val", "test"):
+            self.split(name)
+
+    def _set_sizes(
+        self, prefix: str, num_train: int, num_val: int, num_test: int, batch_size: int, seed: int
+    ) -> None:
+        """Check ``num_train``, ``num_val`` and ``batch_size`` are >= 1 (errors name ``prefix``)
+        and store the split sizes, ``batch_size`` and ``seed`` (for modules that draw splits)."""
+        for field, value in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("batch_size", batch_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{prefix}: {field} must be >= 1, got {value}")
+        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self._splits: dict[str, TensorDictDataset] = {}
+
     def _loader(self, name: Literal["train", "val", "test"], shuffle: bool) -> DataLoader:
         data = self.split(name)
         return DataLoader(
@@ -145,24 +165,15 @@ class GaussianMixtureDataModule(TensorSplitsDataModule):
             )
         if not std > 0 or not radius > 0:
             raise ValueError(f"gmm: std and radius must be > 0, got std={std}, radius={radius}")
-        for field, value in (
-            ("num_train", num_train),
-            ("num_val", num_val),
-            ("batch_size", batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"gmm: {field} must be >= 1, got {value}")
+        self._set_sizes("gmm", num_train, num_val, num_test, batch_size, seed)
         self.preset, self.dim, self.num_components = preset, int(dim), int(num_components)
         self.std, self.radius, self.labels = float(std), float(radius), bool(labels)
-        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
-        self.batch_size, self.seed = int(batch_size), int(seed)
         self.data_shape = (self.dim,)
         self.num_classes = self.num_components if self.labels else None
         self.means = self._means()  # (K, d) float64
         self.weights = torch.full(
             (self.num_components,), 1.0 / self.num_components, dtype=torch.float64
         )
-        self._splits: dict[str, TensorDictDataset] = {}
 
     def _means(self) -> Tensor:
         k, d = self.num_components, self.dim
@@ -207,7 +218,3 @@ class GaussianMixtureDataModule(TensorSplitsDataModule):
             x, comp = self.draw(n, self._generator(name))
             self._splits[name] = TensorDictDataset(x.float(), comp if self.labels else None)
         return self._splits[name]
-
-    def setup(self, stage: str | None = None) -> None:
-        for name in ("train", "val", "test"):
-            self.split(name)

@@ -54,10 +54,6 @@ class ArraySplitsDataModule(TensorSplitsDataModule):
             self._splits[name] = TensorDictDataset(x.float())
         return self._splits[name]
 
-    def setup(self, stage: str | None = None) -> None:
-        for name in ("train", "val", "test"):
-            self.split(name)
-
     def reference_samples(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` rows ``(n, D)`` float32 of the test split, in a seeded random order."""
         test = self.arrays()[2]

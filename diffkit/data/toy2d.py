@@ -111,21 +111,12 @@ class Toy2DDataModule(TensorSplitsDataModule):
                 f"toy2d: noise must be >= 0 (> 0 for 'diamond', where it is the component std); "
                 f"got {noise}"
             )
-        for field, value in (
-            ("num_train", num_train),
-            ("num_val", num_val),
-            ("batch_size", batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"toy2d: {field} must be >= 1, got {value}")
+        self._set_sizes("toy2d", num_train, num_val, num_test, batch_size, seed)
         if num_test < 0:
             raise ValueError(f"toy2d: num_test must be >= 0, got {num_test}")
         self.dataset, self.noise = dataset, noise
-        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
-        self.batch_size, self.seed = int(batch_size), int(seed)
         self.data_shape = (2,)
         self.num_classes = None
-        self._splits: dict[str, TensorDictDataset] = {}
 
     def _generator(self, split: str) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1000 + 500 + _SPLITS[split])
@@ -156,7 +147,3 @@ class Toy2DDataModule(TensorSplitsDataModule):
             n = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[name]
             self._splits[name] = TensorDictDataset(self.draw(n, self._generator(name)).float())
         return self._splits[name]
-
-    def setup(self, stage: str | None = None) -> None:
-        for name in ("train", "val", "test"):
-            self.split(name)
