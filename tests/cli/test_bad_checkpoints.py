@@ -24,36 +24,12 @@ import torch
 from diffkit.checkpoint import CheckpointError, UnverifiedCheckpointWarning
 from diffkit.cli.main import main
 
-CONFIG = """
-seed_everything: 0
-model:
-  sde: vp
-  denoiser: {class_path: resnet, init_args: {width: 16, depth: 1, emb_dim: 8}}
-  sampler: {class_path: ddim, init_args: {steps: 3}}
-data:
-  class_path: toy2d
-  init_args: {dataset: moons, num_train: 128, num_val: 32, num_test: 32, batch_size: 64}
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_epochs: 1
-  limit_val_batches: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true}
-"""
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_fit_yaml, fit_tiny_run) -> Path:
     """A finished tiny run: ``fit.yaml``, ``config.yaml`` and ``checkpoints/last.ckpt``."""
     root = tmp_path_factory.mktemp("run")
-    (root / "fit.yaml").write_text(CONFIG)
-    assert main(["fit", "-c", str(root / "fit.yaml"), f"--trainer.default_root_dir={root}"]) == 0
-    assert (root / "checkpoints" / "last.ckpt").is_file()
+    fit_tiny_run(root, tiny_fit_yaml())
     return root
 
 
@@ -90,7 +66,7 @@ def _text(p: Path, good: Path) -> str:
 
 
 def _yaml(p: Path, good: Path) -> str:
-    p.write_text(CONFIG)
+    shutil.copy(good.parents[1] / "fit.yaml", p)  # the run's own config
     return "YAML file"
 
 

@@ -15,26 +15,8 @@ import torch
 from diffkit.cli.main import main
 from diffkit.testing.plugins import fake_distribution, remove_distribution
 
-CONFIG = """
-seed_everything: 0
-model:
-  sde: vp
-  denoiser: {class_path: resnet, init_args: {width: 16, depth: 1, emb_dim: 8}}
-  sampler: {class_path: plugddim, init_args: {steps: 3}}
-data:
-  class_path: toy2d
-  init_args: {dataset: moons, num_train: 128, num_val: 32, num_test: 32, batch_size: 64}
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_epochs: 1
-  limit_val_batches: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true}
+#: The run's callbacks besides ``ModelCheckpoint``: the plugin's callback and metric.
+PLUGIN_CALLBACKS = """\
     - class_path: plugcb
     - class_path: evaluation
       init_args: {metrics: [plugw2], every_n_epochs: 0, num_samples: 8}
@@ -56,17 +38,16 @@ MODULES = {
 
 
 @pytest.fixture(scope="module")
-def plugin_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def plugin_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_fit_yaml, fit_tiny_run
+) -> Path:
     root = tmp_path_factory.mktemp("plugrun")
     site = fake_distribution(root, "plugparts", ENTRY_POINTS, MODULES)
     try:
-        (root / "fit.yaml").write_text(CONFIG)
-        assert (
-            main(["fit", "-c", str(root / "fit.yaml"), f"--trainer.default_root_dir={root}"]) == 0
-        )
+        config = tiny_fit_yaml(sampler="plugddim", callbacks=PLUGIN_CALLBACKS)
+        ckpt = fit_tiny_run(root, config)
     finally:
         remove_distribution(site)
-    ckpt = root / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, weights_only=True)
     assert saved["hyper_parameters"]["sampler"]["class_path"].endswith("plugddim")
     assert any(key.startswith("PlugCallback") for key in saved["callbacks"])

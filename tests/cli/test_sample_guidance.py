@@ -8,39 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-CONFIG = """
-seed_everything: 0
-model:
-  sde: vp
-  denoiser: {class_path: resnet, init_args: {width: 16, depth: 1, emb_dim: 8}}
-  sampler: {class_path: ddim, init_args: {steps: 3}}
-  label_dropout: 0.2
-data:
-  class_path: gmm
-  init_args:
-    {preset: ring, labels: true, num_train: 256, num_val: 64, num_test: 64, batch_size: 128}
-trainer:
-  accelerator: cpu
-  max_epochs: 1
-  limit_val_batches: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true}
-"""
-
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from diffkit.cli.lightning_cli import DiffkitCLI
-
-    root = tmp_path_factory.mktemp("cond")
-    cfg = root / "fit.yaml"
-    cfg.write_text(CONFIG)
-    DiffkitCLI(["fit", "-c", str(cfg), f"--trainer.default_root_dir={root}"])
-    return sorted(root.rglob("last.ckpt"))[0]
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_fit_yaml, fit_tiny_run) -> Path:
+    config = tiny_fit_yaml(
+        model="  label_dropout: 0.2\n",
+        data="  class_path: gmm\n  init_args:\n    {preset: ring, labels: true, num_train: 256, "
+        "num_val: 64, num_test: 64, batch_size: 128}\n",
+    )
+    return fit_tiny_run(tmp_path_factory.mktemp("cond"), config)
 
 
 def test_sample_with_guidance_and_a_class(checkpoint: Path, tmp_path: Path, capsys) -> None:

@@ -8,41 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-CONFIG = """
-seed_everything: 0
-model:
-  sde: vp
-  denoiser: {class_path: resnet, init_args: {width: 16, depth: 1, emb_dim: 8}}
-  sampler: {class_path: ddim, init_args: {steps: 6}}
-  optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.001}}
-data:
-  class_path: toy2d
-  init_args: {dataset: moons, num_train: 256, num_val: 64, num_test: 64, batch_size: 128}
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_epochs: 1
-  limit_val_batches: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true}
-"""
-
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from diffkit.cli.lightning_cli import DiffkitCLI
-
-    root = tmp_path_factory.mktemp("run")
-    cfg = root / "fit.yaml"
-    cfg.write_text(CONFIG)
-    DiffkitCLI(["fit", "-c", str(cfg), f"--trainer.default_root_dir={root}"])
-    ckpts = sorted(root.rglob("last.ckpt"))
-    assert ckpts, list(root.rglob("*"))
-    return ckpts[0]
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_fit_yaml, fit_tiny_run) -> Path:
+    adam = "  optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.001}}\n"
+    config = tiny_fit_yaml(steps=6, model=adam, sizes=(256, 64, 64, 128))
+    return fit_tiny_run(tmp_path_factory.mktemp("run"), config)
 
 
 @pytest.mark.slow

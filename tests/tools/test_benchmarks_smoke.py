@@ -133,14 +133,10 @@ def test_bench_samplers_quick(tmp_path: Path) -> None:
     assert "### Best of each side per NFE" in md
 
 
-def test_bench_trained_samplers_quick(tmp_path: Path) -> None:
+def test_bench_trained_samplers_quick(tmp_path: Path, tiny_fit_yaml, fit_tiny_run) -> None:
     """Sinkhorn vs NFE on a checkpoint of a tiny in-process fit (2-D moons)."""
-    from diffkit.cli.lightning_cli import DiffkitCLI
-
-    cfg = tmp_path / "fit.yaml"
-    cfg.write_text(TINY_FIT)
-    DiffkitCLI(["fit", "-c", str(cfg), f"--trainer.default_root_dir={tmp_path}"])
-    ckpt = sorted(tmp_path.rglob("last.ckpt"))[0]
+    adam = "  optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.001}}\n"
+    ckpt = fit_tiny_run(tmp_path, tiny_fit_yaml(steps=6, model=adam, sizes=(256, 64, 256, 128)))
     tool = str(TOOLS / "bench_trained_samplers.py")
     proc = subprocess.run(
         [sys.executable, tool, "--quick", "--toy", str(ckpt), "--out", str(tmp_path / "out")],
@@ -160,27 +156,3 @@ def test_bench_trained_samplers_quick(tmp_path: Path) -> None:
         "Sinkhorn (best grid) per NFE budget"
         in (tmp_path / "out" / "bench_trained_samplers.md").read_text()
     )
-
-
-TINY_FIT = """
-seed_everything: 0
-model:
-  sde: vp
-  denoiser: {class_path: resnet, init_args: {width: 16, depth: 1, emb_dim: 8}}
-  sampler: {class_path: ddim, init_args: {steps: 6}}
-  optimizer: {class_path: torch.optim.Adam, init_args: {lr: 0.001}}
-data:
-  class_path: toy2d
-  init_args: {dataset: moons, num_train: 256, num_val: 64, num_test: 256, batch_size: 128}
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_epochs: 1
-  limit_val_batches: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true}
-"""

@@ -18,28 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-CONFIG = """
-seed_everything: 0
-model:
-  sde: vp
-  denoiser: {class_path: resnet, init_args: {width: 16, depth: 1, emb_dim: 8}}
-  sampler: {class_path: ddim, init_args: {steps: 4}}
-data:
-  class_path: toy2d
-  init_args: {dataset: moons, num_train: 256, num_val: 64, num_test: 64, batch_size: 128}
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_epochs: 50
-  limit_val_batches: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true, save_top_k: -1}
-"""
-
 # Runs ``diffkit fit``; the ``KILL_AT``-th write to a file named ``KILL_NAME*`` writes half of
 # its bytes and then the process SIGKILLs itself.
 KILLER = """
@@ -66,9 +44,20 @@ def _step(path: Path) -> int:
     return int(torch.load(path, weights_only=True)["global_step"])
 
 
-def _killed_run(tmp_path: Path, name: str, at: int) -> tuple[Path, Path]:
+@pytest.fixture
+def config(tiny_fit_yaml) -> str:
+    """A tiny fit of 50 epochs that keeps every epoch's checkpoint besides ``last.ckpt``."""
+    return tiny_fit_yaml(
+        steps=4,
+        sizes=(256, 64, 64, 128),
+        max_epochs=50,
+        checkpoint="{save_last: true, save_top_k: -1}",
+    )
+
+
+def _killed_run(tmp_path: Path, config: str, name: str, at: int) -> tuple[Path, Path]:
     cfg = tmp_path / "fit.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(config)
     run, systmp = tmp_path / "run", tmp_path / "systmp"
     systmp.mkdir()
     env = {
@@ -87,9 +76,9 @@ def _killed_run(tmp_path: Path, name: str, at: int) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_kill_while_writing_last_leaves_it_one_save_behind_and_resume_takes_the_newest(
-    tmp_path, capsys
+    tmp_path, config, capsys
 ):
-    ckpts, systmp = _killed_run(tmp_path, "last", at=3)  # the third epoch's last.ckpt
+    ckpts, systmp = _killed_run(tmp_path, config, "last", at=3)  # the third epoch's last.ckpt
     names = sorted(p.name for p in ckpts.iterdir())
     assert names == [
         "epoch=0-step=2.ckpt",
@@ -140,8 +129,8 @@ def test_kill_while_writing_last_leaves_it_one_save_behind_and_resume_takes_the_
 
 
 @pytest.mark.slow
-def test_kill_while_writing_an_epoch_checkpoint_leaves_the_previous_pair(tmp_path):
-    ckpts, systmp = _killed_run(tmp_path, "epoch=", at=3)
+def test_kill_while_writing_an_epoch_checkpoint_leaves_the_previous_pair(tmp_path, config):
+    ckpts, systmp = _killed_run(tmp_path, config, "epoch=", at=3)
     names = sorted(p.name for p in ckpts.iterdir())
     assert names == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "last.ckpt"]
     assert _step(ckpts / "last.ckpt") == 4
